@@ -1,0 +1,38 @@
+# Two entry points for humans and CI; each bootstraps .venv from the hashed lock file.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+LOCK   := requirements/dev.lock
+STAMP  := $(VENV)/.installed
+
+.PHONY: quickstart test lint lock bench clean
+
+$(STAMP): $(LOCK) pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/strongroom quickstart
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/bandit -q -c pyproject.toml -r src
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_registry.py
+
+# Regenerate the lock file (needs uv: pip install uv).
+lock:
+	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	    --universal --output-file $(LOCK)
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""kms layer; see docs/architecture.md."""

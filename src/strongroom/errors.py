@@ -1,0 +1,147 @@
+"""The one error tree of Strongroom.
+
+Every error carries a stable, documented ``code`` (``category.reason``) that scripts and the API
+can rely on; messages may change, codes may not. Errors know nothing of HTTP statuses or exit
+codes: each entrypoint maps them in exactly one place.
+
+Security failures are opaque on purpose. ``IntegrityError`` and ``SignatureError`` say *that*
+verification failed, never *why* (which byte, which key, which check), so that an attacker gets
+no oracle. The detailed cause is kept on ``__cause__`` for server-side logs only.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class StrongroomError(Exception):
+    """Root of every error Strongroom raises on purpose."""
+
+    code: ClassVar[str] = "strongroom.error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message} ({self.hint})"
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+class ConfigurationError(StrongroomError):
+    """Settings are missing, malformed or unsafe without the matching ``unsafe_*`` opt-in."""
+
+    code = "config.invalid"
+
+
+class MissingExtraError(ConfigurationError):
+    """A backend or runtime was chosen whose optional dependencies are not installed."""
+
+    code = "config.missing_extra"
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs the optional extra '{extra}'",
+            hint=f"install it with: pip install 'strongroom[{extra}]'",
+        )
+        self.extra = extra
+
+
+# --- input from users ---------------------------------------------------------------------------
+
+
+class InvalidInputError(StrongroomError):
+    """A request or command is malformed. Safe to show to the caller."""
+
+    code = "input.invalid"
+
+
+class UnsupportedFormatError(InvalidInputError):
+    """A model file is in a format Strongroom refuses (pickle, joblib, torch, unknown)."""
+
+    code = "input.unsupported_format"
+
+
+class UnsafeArchiveError(InvalidInputError):
+    """An archive holds path traversal, absolute paths, links or other unsafe members."""
+
+    code = "input.unsafe_archive"
+
+
+class TooLargeError(InvalidInputError):
+    """An upload or archive exceeds a configured size limit."""
+
+    code = "input.too_large"
+
+
+class UntrustedTypesError(InvalidInputError):
+    """A skops file references types outside the model's trusted-type list."""
+
+    code = "input.untrusted_types"
+
+
+# --- registry state -----------------------------------------------------------------------------
+
+
+class NotFoundError(StrongroomError):
+    code = "registry.not_found"
+
+
+class ConflictError(StrongroomError):
+    """The operation conflicts with current state (duplicate version, concurrent promotion)."""
+
+    code = "registry.conflict"
+
+
+class InvalidTransitionError(StrongroomError):
+    """A stage change that the lifecycle does not allow."""
+
+    code = "registry.invalid_transition"
+
+
+# --- security: opaque ---------------------------------------------------------------------------
+
+
+class SecurityError(StrongroomError):
+    """Base of verification failures. Messages never reveal which check failed."""
+
+    code = "security.failed"
+
+
+class IntegrityError(SecurityError):
+    """Stored bytes, keys or metadata do not verify: decryption or digest check failed."""
+
+    code = "security.integrity"
+
+    def __init__(self, message: str = "integrity check failed") -> None:
+        super().__init__(message)
+
+
+class SignatureError(SecurityError):
+    """A signature is missing, malformed, invalid, or made by a key the policy does not allow."""
+
+    code = "security.signature"
+
+    def __init__(self, message: str = "signature verification failed") -> None:
+        super().__init__(message)
+
+
+class KeyAccessError(SecurityError):
+    """The key provider refused: wrong passphrase, retired key version, unknown key."""
+
+    code = "security.key_access"
+
+    def __init__(self, message: str = "key access failed") -> None:
+        super().__init__(message)
+
+
+# --- infrastructure -----------------------------------------------------------------------------
+
+
+class StorageError(StrongroomError):
+    """A backend (database, object store, key service) failed or is unreachable."""
+
+    code = "storage.unavailable"
