@@ -40,7 +40,7 @@ class VerifiedArtifact:
     signer: str | None
     """Name of the signer the policy matched, or None for an ``unsafe_allow_unsigned`` version."""
 
-    def __init__(  # noqa: PLR0913 - every field is required and named
+    def __init__(
         self,
         token: _IssueToken,
         *,

@@ -1,0 +1,133 @@
+"""The only module that touches ``cryptography.hazmat``.
+
+Small, typed functions over the few primitives Strongroom uses: AES-256-GCM, scrypt and ECDSA
+P-256 with SHA-256. Everything else in ``core.crypto`` composes these. Failures of
+authentication or parsing surface as ``IntegrityError`` / ``SignatureError`` without detail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from strongroom.errors import IntegrityError, InvalidInputError, SignatureError
+
+AES_KEY_BYTES: Final = 32
+GCM_NONCE_BYTES: Final = 12
+GCM_TAG_BYTES: Final = 16
+
+
+# --- AES-256-GCM --------------------------------------------------------------------------------
+
+
+class Aead:
+    """AES-256-GCM with one key; reuse the object for many segments (key schedule done once)."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != AES_KEY_BYTES:
+            raise ValueError("AES-256-GCM needs a 32-byte key")
+        self._aead = AESGCM(key)
+
+    def seal(self, nonce: bytes, plaintext: bytes | memoryview, aad: bytes) -> bytes:
+        if len(nonce) != GCM_NONCE_BYTES:
+            raise ValueError("AES-GCM nonce must be 12 bytes")
+        return self._aead.encrypt(nonce, plaintext, aad)
+
+    def open(self, nonce: bytes, ciphertext: bytes | memoryview, aad: bytes) -> bytes:
+        """Decrypt and authenticate; ``IntegrityError`` on any mismatch."""
+        if len(nonce) != GCM_NONCE_BYTES:
+            raise IntegrityError
+        try:
+            return self._aead.decrypt(nonce, ciphertext, aad)
+        except InvalidTag as exc:
+            raise IntegrityError from exc
+
+
+# --- scrypt -------------------------------------------------------------------------------------
+
+
+def scrypt_derive(passphrase: bytes, salt: bytes, *, n: int, r: int, p: int) -> bytes:
+    """Derive a 32-byte key from a passphrase (keyring sealing)."""
+    return Scrypt(salt=salt, length=AES_KEY_BYTES, n=n, r=r, p=p).derive(passphrase)
+
+
+# --- ECDSA P-256 / SHA-256 ----------------------------------------------------------------------
+
+
+def generate_p256_private_key_pem(password: bytes | None = None) -> bytes:
+    """A fresh ECDSA P-256 private key as PKCS#8 PEM, encrypted when ``password`` is given."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def _load_private(pem: bytes, password: bytes | None) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem, password)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise InvalidInputError(
+            "cannot read the signing key", hint="expected a PEM ECDSA P-256 private key"
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise InvalidInputError("signing key must be an ECDSA P-256 private key")
+    return key
+
+
+def _load_public(pem: bytes) -> ec.EllipticCurvePublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise InvalidInputError(
+            "cannot read the public key", hint="expected a PEM ECDSA P-256 public key"
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise InvalidInputError("public key must be an ECDSA P-256 key")
+    return key
+
+
+def public_pem_from_private(private_pem: bytes, password: bytes | None = None) -> bytes:
+    return public_pem_normalized(
+        _load_private(private_pem, password)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def public_pem_normalized(public_pem: bytes) -> bytes:
+    """Canonical SubjectPublicKeyInfo PEM of a P-256 public key (validates it)."""
+    return _load_public(public_pem).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def public_key_fingerprint(public_pem: bytes) -> str:
+    """SHA-256 hex of the canonical SPKI PEM: the ``publicKey.hint`` model_signing writes."""
+    return hashlib.sha256(public_pem_normalized(public_pem)).hexdigest()
+
+
+def ecdsa_p256_sign(private_pem: bytes, message: bytes, password: bytes | None = None) -> bytes:
+    """DER-encoded ECDSA P-256 signature over SHA-256(message)."""
+    return _load_private(private_pem, password).sign(message, ec.ECDSA(hashes.SHA256()))
+
+
+def ecdsa_p256_verify(public_pem: bytes, signature_der: bytes, message: bytes) -> None:
+    """Raise ``SignatureError`` unless ``signature_der`` is valid for ``message``."""
+    key = _load_public(public_pem)
+    try:
+        key.verify(signature_der, message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError from exc
