@@ -10,13 +10,23 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+# Contract suites live in the package (strongroom.testing.contracts); show their failures in full.
+pytest.register_assert_rewrite("strongroom.testing.contracts")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VECTORS_DIR = Path(os.environ.get("STRONGROOM_VECTORS_DIR", REPO_ROOT.parent / "shared" / "vectors"))
-POSTGRES_URL = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+VECTORS_DIR = Path(
+    os.environ.get("STRONGROOM_VECTORS_DIR", REPO_ROOT.parent / "shared" / "vectors")
+)
+POSTGRES_URL = os.environ.get(
+    "STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 def in_ci() -> bool:
@@ -41,11 +51,11 @@ def vectors_dir() -> Path:
 def postgres_server_url() -> str:
     """URL of the real PostgreSQL server; fails under CI when it is unreachable."""
     try:
-        import psycopg  # noqa: PLC0415 - optional extra, imported only when needed
+        import psycopg
 
         with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+    except Exception as exc:
         missing_resource(f"PostgreSQL at {POSTGRES_URL} ({type(exc).__name__})")
     return POSTGRES_URL
 
@@ -53,7 +63,7 @@ def postgres_server_url() -> str:
 @pytest.fixture
 def postgres_schema_url(postgres_server_url: str) -> Iterator[str]:
     """A SQLAlchemy URL whose connections use a fresh, private schema, dropped afterwards."""
-    import psycopg  # noqa: PLC0415
+    import psycopg
 
     schema = f"sr_test_{secrets.token_hex(6)}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
@@ -64,3 +74,164 @@ def postgres_schema_url(postgres_server_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_server_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+# --- registry fixtures shared by service, CLI and tamper tests ------------------------------------
+
+N_FEATURES = 6
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    onnx: bytes
+    sklearn: Any
+    features: Any
+
+
+@pytest.fixture(scope="session")
+def trained_model() -> TrainedModel:
+    """A small logistic-regression classifier and its ONNX form (zipmap off: plain arrays)."""
+    import numpy as np
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1234)
+    features = rng.normal(size=(300, N_FEATURES)).astype(np.float32)
+    labels = (features[:, 0] + 0.5 * features[:, 1] > 0).astype(np.int64)
+    model = LogisticRegression().fit(features, labels)
+    onnx = to_onnx(
+        model,
+        initial_types=[("input", FloatTensorType([None, N_FEATURES]))],
+        options={"zipmap": False},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    ).SerializeToString()
+    return TrainedModel(onnx=bytes(onnx), sklearn=model, features=features)
+
+
+@dataclass(frozen=True)
+class SignerKeys:
+    name: str
+    private_pem: bytes
+    public_pem: bytes
+
+
+def make_signer(name: str) -> SignerKeys:
+    from strongroom.services.signing import generate_signing_key
+
+    private_pem, public_pem = generate_signing_key()
+    return SignerKeys(name, private_pem, public_pem)
+
+
+@pytest.fixture(scope="session")
+def signer() -> SignerKeys:
+    return make_signer("team-a")
+
+
+@dataclass
+class Harness:
+    """A registry wired with chosen adapters, plus handles on them for tampering."""
+
+    registry: Any
+    keys_service: Any
+    metadata: Any
+    blobs: Any
+    key_provider: Any
+    signer: SignerKeys
+
+    def publish(self, model: str, files: dict[str, bytes], **kwargs: Any) -> Any:
+        from strongroom.core.registry.manifest import ModelCard
+        from strongroom.services.registry import PublishRequest
+        from strongroom.services.signing import sign_files
+
+        single = kwargs.pop("single_file", len(files) == 1)
+        signed = kwargs.pop("signed", True)
+        bundle = (
+            sign_files(
+                files,
+                subject_name=model,
+                private_key_pem=self.signer.private_pem,
+                single_file=single,
+            )
+            if signed
+            else None
+        )
+        request = PublishRequest(
+            model=model,
+            files=files,
+            card=ModelCard(owner="tests"),
+            actor="test",
+            single_file=single,
+            signature_bundle=bundle,
+            **kwargs,
+        )
+        return self.registry.publish(request)
+
+
+def build_harness(
+    metadata: Any, blobs: Any, key_provider: Any, signer: SignerKeys, **policy: Any
+) -> Harness:
+    from strongroom.adapters.runtimes.onnx import OnnxRuntime
+    from strongroom.core.crypto.signature_policy import (
+        SignaturePolicy,
+        TrustedSigner,
+    )
+    from strongroom.services.keys import KeyService
+    from strongroom.services.registry import RegistryLimits, RegistryService
+
+    patterns = policy.pop("patterns", ("*",))
+    runtime = OnnxRuntime()
+    registry = RegistryService(
+        metadata=metadata,
+        blobs=blobs,
+        keys=key_provider,
+        runtimes=dict.fromkeys(runtime.formats, runtime),
+        policy=SignaturePolicy(
+            (TrustedSigner(signer.name, signer.public_pem, patterns),), **policy
+        ),
+        limits=RegistryLimits(
+            max_upload_bytes=50 * 1024 * 1024, max_archive_members=100, segment_size=4096
+        ),
+        clock=lambda: datetime.now(UTC),
+        random_bytes=os.urandom,
+    )
+    return Harness(
+        registry=registry,
+        keys_service=KeyService(metadata=metadata, blobs=blobs, keys=key_provider),
+        metadata=metadata,
+        blobs=blobs,
+        key_provider=key_provider,
+        signer=signer,
+    )
+
+
+@pytest.fixture
+def fake_harness(signer: SignerKeys) -> Harness:
+    from strongroom.testing.fake_keys import FakeKeyProvider
+    from strongroom.testing.fake_storage import (
+        InMemoryBlobStore,
+        InMemoryMetadataStore,
+    )
+
+    return build_harness(InMemoryMetadataStore(), InMemoryBlobStore(), FakeKeyProvider(), signer)
+
+
+@pytest.fixture
+def real_harness(tmp_path: Path, signer: SignerKeys) -> Iterator[Harness]:
+    """SQLite + local blob files + sealed local keyring, all under tmp_path."""
+    from strongroom.adapters.kms.local_keyring import LocalKeyring
+
+    from strongroom.adapters.storage.local_fs import LocalBlobStore
+    from strongroom.adapters.storage.sql import SqlMetadataStore
+
+    metadata = SqlMetadataStore(f"sqlite:///{tmp_path / 'registry.db'}")
+    metadata.migrate()
+    keyring = LocalKeyring.create(
+        tmp_path / "keyring.json",
+        b"test-passphrase-" + secrets.token_hex(8).encode(),
+        clock=lambda: datetime.now(UTC),
+        random_bytes=os.urandom,
+        scrypt_n=2**14,
+    )
+    yield build_harness(metadata, LocalBlobStore(tmp_path / "blobs"), keyring, signer)
+    metadata.close()

@@ -1,7 +1,7 @@
 """Ports of the registry: where metadata and encrypted blobs are kept.
 
 Adapters: ``adapters.storage.sql`` (SQLite, PostgreSQL) and ``adapters.storage.local_fs``;
-in-memory fakes in ``strongroom.testing.fakes``. One contract suite per port
+in-memory fakes in ``strongroom.testing.fake_storage``. One contract suite per port
 (``strongroom.testing.contracts``) runs against every adapter.
 
 Invariants:

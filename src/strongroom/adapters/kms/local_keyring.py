@@ -1,0 +1,432 @@
+"""``LocalKeyring``: KEK versions sealed in one file under an operator passphrase.
+
+The embedded default ``KeyProvider`` (format: ``docs/formats/keyring-v1.md``). The file is JSON:
+a format tag, the scrypt parameters and one AES-256-GCM sealed blob holding every KEK version
+and the minimum decryption version; the AAD binds the tag, key name and KDF parameters.
+
+Invariants:
+
+* The file is only ever replaced atomically (temporary file in the same directory, fsync,
+  ``os.replace``, fsync of the directory) and is created ``0600`` by ``os.open``; a keyring
+  readable by group or others is refused. ``create`` never overwrites an existing file.
+* Changes (``rotate``, ``set_min_decryption_version``) re-read the file under an exclusive
+  ``flock`` on ``<file>.lock``, so several processes sharing one keyring never lose a version;
+  every operation notices a newer file (inode change) and reloads it before use.
+* A wrong passphrase and a tampered sealed blob are indistinguishable: ``KeyAccessError``.
+  Unknown or retired versions and a foreign key id: ``KeyAccessError``; a wrapped key that does
+  not open: ``IntegrityError``. KDF parameters below the floor: ``ConfigurationError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import json
+import os
+import re
+import stat
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import rfc8785
+
+from strongroom.core.crypto.keys import DATA_KEY_BYTES, KeyVersionInfo, WrappedKey
+from strongroom.core.crypto.sealing import (
+    DEFAULT_SCRYPT_N,
+    ScryptParams,
+    SealingKey,
+    check_passphrase,
+    key_wrap_aad,
+)
+from strongroom.core.types import Clock, RandomBytes
+from strongroom.errors import (
+    ConfigurationError,
+    IntegrityError,
+    InvalidInputError,
+    KeyAccessError,
+    StorageError,
+)
+
+FORMAT_TAG: Final = "strongroom-keyring-v1"
+KEY_ID_PREFIX: Final = "local:"
+MAX_FILE_BYTES: Final = 1024 * 1024
+_SEAL_DOMAIN: Final = b"strongroom/keyring/v1\x00"
+_KEY_NAME_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+_DOCUMENT_KEYS: Final = frozenset({"format", "key_name", "kdf", "sealed"})
+_KDF_KEYS: Final = frozenset({"name", "n", "r", "p", "salt"})
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """Decrypted keyring contents; ``keks`` caches one AES key schedule per version."""
+
+    keys: Mapping[int, bytes]
+    created: Mapping[int, datetime]
+    min_decryption_version: int
+    keks: Mapping[int, SealingKey] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keks", {v: SealingKey(k) for v, k in self.keys.items()})
+
+    @property
+    def current(self) -> int:
+        return max(self.keys)
+
+
+class LocalKeyring:
+    """Opening runs scrypt once (tens of milliseconds); wrap and unwrap then cost microseconds."""
+
+    def __init__(
+        self,
+        path: Path,
+        passphrase: bytes,
+        *,
+        clock: Clock,
+        random_bytes: RandomBytes,
+        key_name: str = "default",
+    ) -> None:
+        check_passphrase(passphrase)
+        _check_key_name(key_name)
+        raw, stamp = _read_file(path)
+        params = _parse_params(raw, key_name)
+        self._path = path
+        self._key_name = key_name
+        self._params = params
+        self._sealing = SealingKey.from_passphrase(passphrase, params)
+        self._clock = clock
+        self._random = random_bytes
+        self._lock = threading.Lock()
+        self._state, self._stamp = self._unseal(raw), stamp
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        passphrase: bytes,
+        *,
+        clock: Clock,
+        random_bytes: RandomBytes,
+        key_name: str = "default",
+    ) -> LocalKeyring:
+        return cls(path, passphrase, clock=clock, random_bytes=random_bytes, key_name=key_name)
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        passphrase: bytes,
+        *,
+        clock: Clock,
+        random_bytes: RandomBytes,
+        key_name: str = "default",
+        scrypt_n: int = DEFAULT_SCRYPT_N,
+    ) -> LocalKeyring:
+        """Write a new keyring with KEK version 1. ``ConfigurationError`` if ``path`` exists."""
+        check_passphrase(passphrase)
+        _check_key_name(key_name)
+        if path.exists():
+            raise ConfigurationError(
+                f"a keyring already exists at {path}", hint="refusing to overwrite it"
+            )
+        params = ScryptParams.generate(random_bytes, n=scrypt_n)
+        sealing = SealingKey.from_passphrase(passphrase, params)
+        state = _State({1: random_bytes(DATA_KEY_BYTES)}, {1: _utc(clock())}, 1)
+        document = _seal_document(state, key_name, params, sealing, random_bytes)
+        _atomic_write(path, document, random_bytes(8).hex(), replace=False)
+        # Opening derives the key once more: create runs once per installation.
+        return cls(path, passphrase, clock=clock, random_bytes=random_bytes, key_name=key_name)
+
+    # --- KeyProvider ----------------------------------------------------------------------------
+
+    @property
+    def key_id(self) -> str:
+        return KEY_ID_PREFIX + self._key_name
+
+    def current_version(self) -> int:
+        return self._fresh().current
+
+    def wrap(self, data_key: bytes, context: bytes) -> WrappedKey:
+        if len(data_key) != DATA_KEY_BYTES:
+            raise InvalidInputError(f"data keys are {DATA_KEY_BYTES} bytes")
+        state = self._fresh()
+        version = state.current
+        aad = key_wrap_aad(self.key_id, version, context)
+        sealed = state.keks[version].seal(data_key, aad=aad, random_bytes=self._random)
+        return WrappedKey(self.key_id, version, sealed)
+
+    def unwrap(self, wrapped: WrappedKey, context: bytes) -> bytes:
+        state = self._fresh()
+        kek = state.keks.get(wrapped.version) if wrapped.key_id == self.key_id else None
+        if kek is None or wrapped.version < state.min_decryption_version:
+            raise KeyAccessError
+        return kek.open(wrapped.ciphertext, aad=key_wrap_aad(self.key_id, wrapped.version, context))
+
+    def rotate(self) -> KeyVersionInfo:
+        def add_version(state: _State) -> _State:
+            version = state.current + 1
+            return _State(
+                {**state.keys, version: self._random(DATA_KEY_BYTES)},
+                {**state.created, version: _utc(self._clock())},
+                state.min_decryption_version,
+            )
+
+        state = self._change(add_version)
+        return _info(self.key_id, state, state.current)
+
+    def versions(self) -> list[KeyVersionInfo]:
+        state = self._fresh()
+        return [_info(self.key_id, state, version) for version in sorted(state.keys)]
+
+    def set_min_decryption_version(self, version: int) -> None:
+        """Retire versions below ``version``; a lower value than the current one is a no-op."""
+        if type(version) is not int or version < 1:
+            raise InvalidInputError("minimum decryption version must be a positive integer")
+
+        def retire(state: _State) -> _State:
+            if version > state.current:
+                raise InvalidInputError(
+                    f"cannot retire up to version {version}: current version is {state.current}"
+                )
+            if version <= state.min_decryption_version:
+                return state
+            return _State(state.keys, state.created, version)
+
+        self._change(retire)
+
+    # --- state and persistence ------------------------------------------------------------------
+
+    def _fresh(self) -> _State:
+        """The in-memory state, reloaded first if another process replaced the file."""
+        try:
+            stamp = _stamp_of(self._path)
+        except OSError:
+            return self._state
+        with self._lock:
+            if stamp != self._stamp:
+                raw, stamp = _read_file(self._path)
+                self._state, self._stamp = self._unseal(raw), stamp
+            return self._state
+
+    def _change(self, change: Callable[[_State], _State]) -> _State:
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        with self._lock, _exclusive_lock(lock_path):
+            raw, _ = _read_file(self._path)
+            current = self._unseal(raw)
+            state = change(current)
+            if state is not current:
+                self._write(state)
+            self._state, self._stamp = state, _stamp_of(self._path)
+            return state
+
+    def _unseal(self, raw: Mapping[str, Any]) -> _State:
+        if _parse_params(raw, self._key_name) != self._params:
+            raise KeyAccessError("the keyring file was replaced by another keyring; reopen it")
+        sealed = _b64(raw["sealed"], ConfigurationError("keyring sealed blob is not base64"))
+        try:
+            payload = self._sealing.open(sealed, aad=_seal_aad(self._key_name, self._params))
+        except IntegrityError as exc:
+            raise KeyAccessError("cannot open the keyring (wrong passphrase?)") from exc
+        return _parse_payload(payload)
+
+    def _write(self, state: _State) -> None:
+        document = _seal_document(state, self._key_name, self._params, self._sealing, self._random)
+        _atomic_write(self._path, document, self._random(8).hex(), replace=True)
+
+
+def _seal_aad(key_name: str, params: ScryptParams) -> bytes:
+    """Binds the format tag, key name and KDF parameters to the sealed blob."""
+    return _SEAL_DOMAIN + rfc8785.dumps(
+        {"format": FORMAT_TAG, "kdf": _kdf_json(params), "key_name": key_name}
+    )
+
+
+def _seal_document(
+    state: _State,
+    key_name: str,
+    params: ScryptParams,
+    sealing: SealingKey,
+    random_bytes: RandomBytes,
+) -> bytes:
+    payload = rfc8785.dumps(
+        {
+            "min_decryption_version": state.min_decryption_version,
+            "versions": [
+                {
+                    "version": v,
+                    "key": base64.b64encode(state.keys[v]).decode("ascii"),
+                    "created_at": state.created[v].isoformat().replace("+00:00", "Z"),
+                }
+                for v in sorted(state.keys)
+            ],
+        }
+    )
+    sealed = sealing.seal(payload, aad=_seal_aad(key_name, params), random_bytes=random_bytes)
+    document = {
+        "format": FORMAT_TAG,
+        "key_name": key_name,
+        "kdf": _kdf_json(params),
+        "sealed": base64.b64encode(sealed).decode("ascii"),
+    }
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+# --- file handling ------------------------------------------------------------------------------
+
+
+def _stamp_of(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    """Parse the keyring file after checking it is a private regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise ConfigurationError(
+            f"no keyring at {path}", hint="create one with `strongroom init`"
+        ) from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read the keyring at {path}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+            raise ConfigurationError(f"{path} is not a keyring file")
+        if info.st_mode & 0o077:
+            raise ConfigurationError(
+                f"the keyring {path} is accessible by group or others", hint=f"chmod 600 {path}"
+            )
+        data = handle.read(MAX_FILE_BYTES + 1)
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"{path} is not a Strongroom keyring") from exc
+    if not isinstance(document, dict) or document.get("format") != FORMAT_TAG:
+        raise ConfigurationError(f"{path} is not a Strongroom keyring v1 file")
+    if set(document) != _DOCUMENT_KEYS:
+        raise ConfigurationError(f"the keyring {path} is malformed")
+    return document, (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def _atomic_write(path: Path, data: bytes, suffix: str, *, replace: bool) -> None:
+    temporary = path.with_name(f".{path.name}.tmp-{suffix}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(temporary, flags, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if replace:
+                temporary.replace(path)
+            else:
+                os.link(temporary, path)  # fails if path exists: never overwrites
+        finally:
+            temporary.unlink(missing_ok=True)
+        _fsync_directory(path.parent)
+    except FileExistsError as exc:
+        raise ConfigurationError(f"a keyring already exists at {path}") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot write the keyring at {path}") from exc
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """``flock`` on a sidecar lock file (the keyring itself is replaced, so not lockable)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+# --- parsing ------------------------------------------------------------------------------------
+
+
+def _check_key_name(key_name: str) -> None:
+    if not _KEY_NAME_RE.fullmatch(key_name):
+        raise ConfigurationError(
+            f"invalid keyring key name {key_name!r}",
+            hint="use 1-64 lower-case letters, digits, '.', '_' or '-'",
+        )
+
+
+def _kdf_json(params: ScryptParams) -> dict[str, Any]:
+    salt = base64.b64encode(params.salt).decode("ascii")
+    return {"name": "scrypt", "n": params.n, "r": params.r, "p": params.p, "salt": salt}
+
+
+def _parse_params(document: Mapping[str, Any], key_name: str) -> ScryptParams:
+    if document["key_name"] != key_name:
+        raise ConfigurationError(
+            f"the keyring holds key {document['key_name']!r}, not {key_name!r}"
+        )
+    kdf = document["kdf"]
+    if not isinstance(kdf, dict) or set(kdf) != _KDF_KEYS or kdf["name"] != "scrypt":
+        raise ConfigurationError("the keyring KDF parameters are malformed")
+    salt = _b64(kdf["salt"], ConfigurationError("the keyring salt is not base64"))
+    return ScryptParams(salt=salt, n=kdf["n"], r=kdf["r"], p=kdf["p"])
+
+
+def _parse_payload(payload: bytes) -> _State:
+    """Strictly parse the sealed contents; any deviation is an ``IntegrityError``."""
+    try:
+        body = json.loads(payload)
+        minimum = body["min_decryption_version"]
+        entries = body["versions"]
+        keys = {entry["version"]: _b64(entry["key"], IntegrityError()) for entry in entries}
+        created = {e["version"]: datetime.fromisoformat(e["created_at"]) for e in entries}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError from exc
+    well_formed = (
+        set(body) == {"min_decryption_version", "versions"}
+        and all(type(version) is int for version in keys)
+        and sorted(keys) == list(range(1, len(entries) + 1))
+        and all(len(key) == DATA_KEY_BYTES for key in keys.values())
+        and all(moment.utcoffset() is not None for moment in created.values())
+        and type(minimum) is int
+        and 1 <= minimum <= len(entries)
+    )
+    if not well_formed:
+        raise IntegrityError
+    return _State(keys, {v: _utc(moment) for v, moment in created.items()}, minimum)
+
+
+def _b64(text: object, error: Exception) -> bytes:
+    if not isinstance(text, str):
+        raise error
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise error from exc
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("the clock must return an aware datetime")
+    return moment.astimezone(UTC)
+
+
+def _info(key_id: str, state: _State, version: int) -> KeyVersionInfo:
+    return KeyVersionInfo(
+        key_id=key_id,
+        version=version,
+        created_at=state.created[version],
+        retired=version < state.min_decryption_version,
+    )

@@ -1,0 +1,209 @@
+"""The composition root: settings -> adapters -> services.
+
+The only module that constructs adapters. Backends come from a closed mapping of URL schemes;
+an unknown scheme is a ``ConfigurationError``, and nothing named in configuration is imported or
+executed. Optional backends import their client lazily and raise ``MissingExtraError`` naming
+the extra to install.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from strongroom.adapters.kms.local_keyring import LocalKeyring
+from strongroom.adapters.runtimes.lightgbm import LightGBMRuntime
+from strongroom.adapters.runtimes.onnx import OnnxRuntime
+from strongroom.adapters.runtimes.skops import SkopsRuntime
+from strongroom.adapters.runtimes.xgboost import XGBoostRuntime
+from strongroom.adapters.storage.local_fs import LocalBlobStore
+from strongroom.adapters.storage.sql import SqlMetadataStore
+from strongroom.config import Settings, read_secret_file
+from strongroom.core.crypto.keys import KeyProvider
+from strongroom.core.crypto.signature_policy import SignaturePolicy, TrustedSigner
+from strongroom.core.registry.formats import ModelFormat
+from strongroom.core.registry.ports import BlobStore, MetadataStore
+from strongroom.core.registry.runtime import ModelRuntime
+from strongroom.errors import ConfigurationError
+from strongroom.services.keys import KeyService
+from strongroom.services.registry import RegistryLimits, RegistryService
+
+SQL_SCHEMES = frozenset({"sqlite", "postgresql", "postgresql+psycopg", "postgres"})
+BLOB_SCHEMES = frozenset({"file"})
+KEY_SCHEMES = frozenset({"keyring"})
+MIN_PASSPHRASE_LENGTH = 12
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    settings: Settings
+    metadata: MetadataStore
+    blobs: BlobStore
+    key_provider: KeyProvider
+    registry: RegistryService
+    keys: KeyService
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.lower()
+
+
+def _local_path(url: str, schemes: frozenset[str], what: str) -> Path:
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in schemes:
+        raise ConfigurationError(
+            f"unsupported {what} URL scheme {parts.scheme!r}",
+            hint=f"supported: {', '.join(sorted(schemes))}",
+        )
+    if parts.netloc not in {"", "localhost"} or parts.query or parts.fragment:
+        raise ConfigurationError(f"{what} URL must be a local absolute path, e.g. file:///srv/x")
+    path = Path(unquote(parts.path))
+    if not path.is_absolute():
+        raise ConfigurationError(f"{what} URL must hold an absolute path")
+    return path
+
+
+def build_metadata_store(settings: Settings) -> MetadataStore:
+    if _scheme(settings.metadata_url) not in SQL_SCHEMES:
+        raise ConfigurationError(
+            "unsupported metadata_url scheme",
+            hint="use sqlite:///path/registry.db or postgresql://user@host/db",
+        )
+    return SqlMetadataStore(settings.metadata_url)
+
+
+def artifact_root(settings: Settings) -> Path:
+    return _local_path(settings.artifact_url, BLOB_SCHEMES, "artifact_url")
+
+
+def build_blob_store(settings: Settings) -> BlobStore:
+    return LocalBlobStore(artifact_root(settings))
+
+
+def keyring_path(settings: Settings) -> Path:
+    return _local_path(settings.key_provider_url, KEY_SCHEMES, "key_provider_url")
+
+
+def keyring_passphrase(settings: Settings) -> bytes:
+    if settings.keyring_passphrase is not None:
+        value = settings.keyring_passphrase.get_secret_value()
+    elif settings.keyring_passphrase_file is not None:
+        value = read_secret_file(settings.keyring_passphrase_file)
+    else:
+        raise ConfigurationError(
+            "no keyring passphrase configured",
+            hint="set STRONGROOM_KEYRING_PASSPHRASE_FILE (preferred) or"
+            " STRONGROOM_KEYRING_PASSPHRASE; there is no default",
+        )
+    if len(value) < MIN_PASSPHRASE_LENGTH:
+        raise ConfigurationError(
+            f"the keyring passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters"
+        )
+    return value.encode("utf-8")
+
+
+def build_key_provider(settings: Settings) -> KeyProvider:
+    return LocalKeyring.open(
+        keyring_path(settings),
+        keyring_passphrase(settings),
+        clock=utc_now,
+        random_bytes=os.urandom,
+    )
+
+
+def build_runtimes(settings: Settings) -> dict[ModelFormat, ModelRuntime]:
+    onnx = OnnxRuntime(intra_op_threads=settings.onnx_intra_op_threads)
+    runtimes: list[ModelRuntime] = [onnx, SkopsRuntime(), XGBoostRuntime(), LightGBMRuntime()]
+    return {fmt: runtime for runtime in runtimes for fmt in runtime.formats}
+
+
+def build_signature_policy(settings: Settings) -> SignaturePolicy:
+    signers = []
+    for signer in settings.signers:
+        path = signer.public_key_file
+        if not path.is_absolute():
+            path = settings.home / path
+        try:
+            pem = path.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read public key of signer {signer.name!r}: {path} ({exc.strerror})"
+            ) from exc
+        signers.append(TrustedSigner(signer.name, pem, signer.models))
+    return SignaturePolicy(tuple(signers), unsafe_allow_unsigned=settings.unsafe_allow_unsigned)
+
+
+def build_container(settings: Settings) -> Container:
+    metadata = build_metadata_store(settings)
+    blobs = build_blob_store(settings)
+    keys = build_key_provider(settings)
+    registry = RegistryService(
+        metadata=metadata,
+        blobs=blobs,
+        keys=keys,
+        runtimes=build_runtimes(settings),
+        policy=build_signature_policy(settings),
+        limits=RegistryLimits(
+            max_upload_bytes=settings.max_upload_bytes,
+            max_archive_members=settings.max_archive_members,
+            segment_size=settings.segment_size,
+        ),
+        clock=utc_now,
+        random_bytes=os.urandom,
+    )
+    return Container(
+        settings=settings,
+        metadata=metadata,
+        blobs=blobs,
+        key_provider=keys,
+        registry=registry,
+        keys=KeyService(metadata=metadata, blobs=blobs, keys=keys),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    home: Path
+    keyring: Path
+    generated_passphrase_file: Path | None
+
+
+def initialise(settings: Settings) -> InitResult:
+    """Create an embedded instance: data directory, sealed keyring, database schema, blob store.
+
+    Refuses to overwrite an existing keyring. When no passphrase is configured, generates one into
+    ``<home>/secrets/keyring-passphrase`` (0600) for development and says so; production
+    deployments supply their own through ``STRONGROOM_KEYRING_PASSPHRASE_FILE``.
+    """
+    home = settings.home
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    generated = None
+    if settings.keyring_passphrase is None and settings.keyring_passphrase_file is None:
+        generated = home / "secrets" / "keyring-passphrase"
+        generated.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        settings = settings.model_copy(update={"keyring_passphrase_file": generated})
+    path = keyring_path(settings)
+    LocalKeyring.create(
+        path,
+        keyring_passphrase(settings),
+        clock=utc_now,
+        random_bytes=os.urandom,
+        scrypt_n=settings.keyring_scrypt_n,
+    )
+    build_metadata_store(settings).migrate()
+    database = home / "registry.db"
+    if database.exists():  # SQLite creates it with the umask; the registry keeps files 0600
+        database.chmod(0o600)
+    build_blob_store(settings)
+    return InitResult(home=home, keyring=path, generated_passphrase_file=generated)

@@ -1,0 +1,205 @@
+"""Settings: one frozen, typed object, parsed once at start-up.
+
+Sources, highest precedence first: explicit overrides (CLI flags), environment variables
+``STRONGROOM_*``, secret files named by ``STRONGROOM_<NAME>_FILE`` (for secrets only), the TOML
+file ``<home>/strongroom.toml`` (or ``STRONGROOM_CONFIG``), then defaults.
+
+Defaults are the secure embedded set-up: SQLite and local files under ``home``, a sealed local
+keyring, signatures required. Backends are chosen by URL from a closed list of schemes (see
+``bootstrap``); nothing in configuration names code to import or execute. Anything unsafe is an
+``unsafe_*`` field, False by default.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from strongroom.errors import ConfigurationError
+
+ENV_PREFIX: Final = "STRONGROOM_"
+CONFIG_FILE_NAME: Final = "strongroom.toml"
+_SECRET_FIELDS: Final = ("keyring_passphrase",)
+_MAX_SECRET_FILE_BYTES: Final = 64 * 1024
+MIB: Final = 1024 * 1024
+
+
+class SignerSettings(BaseModel):
+    """A key trusted to sign models whose names match ``models`` (fnmatch patterns)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    public_key_file: Path
+    models: tuple[str, ...] = ("*",)
+
+    @field_validator("models")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("a signer needs at least one model pattern")
+        for pattern in value:
+            if not re.fullmatch(r"[a-z0-9.*?_\[\]-]{1,64}", pattern):
+                raise ValueError(f"invalid model pattern {pattern!r}")
+            fnmatch.translate(pattern)
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    home: Path = Path("strongroom-data")
+    """Data directory of an embedded instance (registry database, blobs, keyring)."""
+
+    metadata_url: str = ""
+    """``sqlite:///path`` (default ``<home>/registry.db``) or ``postgresql://...``."""
+
+    artifact_url: str = ""
+    """``file:///path`` (default ``<home>/artifacts``)."""
+
+    key_provider_url: str = ""
+    """``keyring:///path`` (default ``<home>/keyring.json``): the sealed local keyring."""
+
+    keyring_passphrase: SecretStr | None = None
+    """Seals the local keyring: ``STRONGROOM_KEYRING_PASSPHRASE`` or ``..._FILE``; no default."""
+
+    keyring_passphrase_file: Path | None = None
+    """A file holding the keyring passphrase (used when ``keyring_passphrase`` is unset)."""
+
+    keyring_scrypt_n: int = Field(default=2**15, ge=2**14, le=2**20)
+
+    max_upload_bytes: int = Field(default=2048 * MIB, ge=1, le=64 * 1024 * MIB)
+    max_archive_members: int = Field(default=1000, ge=1, le=100_000)
+    segment_size: int = Field(default=4 * MIB, ge=4096, le=64 * MIB)
+
+    signers: tuple[SignerSettings, ...] = ()
+    unsafe_allow_unsigned: bool = False
+    """Accept unsigned model versions. Never the default; warned about and recorded per version."""
+
+    onnx_intra_op_threads: int = Field(default=1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _fill_urls(self) -> Settings:
+        home = self.home.expanduser().resolve()
+        defaults = {
+            "metadata_url": f"sqlite:///{home / 'registry.db'}",
+            "artifact_url": (home / "artifacts").as_uri(),
+            "key_provider_url": f"keyring://{home / 'keyring.json'}",
+        }
+        for name, value in defaults.items():
+            if not getattr(self, name):
+                object.__setattr__(self, name, value)
+        object.__setattr__(self, "home", home)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - no .env files: explicit only
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003 - replaced by _FILE vars
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            SecretFileSource(settings_cls),
+            TomlConfigSettingsSource(settings_cls, toml_file=_config_file()),
+        )
+
+
+class SecretFileSource(PydanticBaseSettingsSource):
+    """Reads ``STRONGROOM_<SECRET>_FILE`` paths (Kubernetes/Docker secrets) for secret fields."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # noqa: ARG002
+        path = os.environ.get(f"{ENV_PREFIX}{field_name.upper()}_FILE")
+        if field_name not in _SECRET_FIELDS or not path:
+            return None, field_name, False
+        return read_secret_file(Path(path)), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in _SECRET_FIELDS:
+            value, key, _ = self.get_field_value(None, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+def read_secret_file(path: Path) -> str:
+    try:
+        data = path.read_bytes()[: _MAX_SECRET_FILE_BYTES + 1]
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read secret file {path}: {exc.strerror}") from exc
+    if len(data) > _MAX_SECRET_FILE_BYTES:
+        raise ConfigurationError(f"secret file {path} is too large")
+    return data.decode("utf-8").rstrip("\r\n")
+
+
+def _config_file(home: Path | None = None) -> Path | None:
+    explicit = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigurationError(f"configuration file {path} does not exist")
+        return path
+    if home is None:
+        home = Path(os.environ.get(f"{ENV_PREFIX}HOME", "strongroom-data"))
+    candidate = home / CONFIG_FILE_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Parse settings once; every validation problem becomes one clear ``ConfigurationError``.
+
+    ``overrides`` (CLI flags) win over everything; a ``home`` override also decides which
+    ``strongroom.toml`` is read.
+    """
+    from pydantic import ValidationError  # noqa: PLC0415 - keep the import next to its use
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    toml_file = _config_file(Path(given["home"]) if "home" in given else None)
+
+    class _Bound(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+            file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                SecretFileSource(settings_cls),
+                TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+            )
+
+    try:
+        return _Bound(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None

@@ -1,0 +1,84 @@
+"""``strongroom keys ...``: list key-encryption-key versions, rotate, retire."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from strongroom.entrypoints.cli.main import CliState
+
+app = typer.Typer(help="Key-encryption keys: list, rotate, retire.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(ctx: typer.Context) -> None:
+    """List KEK versions and how many artifacts each one wraps."""
+    state: CliState = ctx.obj
+    usage = state.container.keys.list()
+    table = Table("key", "version", "created", "state", "artifacts")
+    rows = []
+    for item in usage:
+        info = item.info
+        status = "retired" if info.retired else "active"
+        table.add_row(
+            info.key_id,
+            str(info.version),
+            info.created_at.isoformat(),
+            status,
+            str(item.artifacts),
+        )
+        rows.append(
+            {
+                "key_id": info.key_id,
+                "version": info.version,
+                "created_at": info.created_at,
+                "retired": info.retired,
+                "artifacts": item.artifacts,
+            }
+        )
+    state.output.emit(rows, table)
+
+
+@app.command()
+def rotate(
+    ctx: typer.Context,
+    retire_old: Annotated[
+        bool, typer.Option("--retire-old", help="Retire every older version afterwards.")
+    ] = False,
+) -> None:
+    """Create a new KEK version and re-wrap every data key (bodies are not re-encrypted)."""
+    state: CliState = ctx.obj
+    service = state.container.keys
+    with Progress(console=state.output.errors, disable=state.output.json_mode) as progress:
+        task = progress.add_task("re-wrapping data keys", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = service.rotate(retire_old=retire_old, on_progress=advance)
+    state.output.emit(
+        {
+            "new_version": report.new_version.version,
+            "rewrapped": report.rewrapped,
+            "already_current": report.already_current,
+            "retired_below": report.retired_below,
+        },
+        f"key version {report.new_version.version} is current; re-wrapped {report.rewrapped} "
+        f"data keys"
+        + (f"; versions below {report.retired_below} retired" if report.retired_below else ""),
+    )
+
+
+@app.command()
+def retire(
+    ctx: typer.Context,
+    below: Annotated[int, typer.Option("--below", help="Retire every version below this one.")],
+) -> None:
+    """Set the minimum decryption version (refused while artifacts still need older ones)."""
+    state: CliState = ctx.obj
+    state.container.keys.retire_below(below)
+    state.output.emit({"min_decryption_version": below}, f"key versions below {below} retired")

@@ -1,0 +1,131 @@
+"""``strongroom`` command line: the root app, global options and the error boundary.
+
+Every command gets its services from ``bootstrap`` through ``CliState``; nothing here builds an
+adapter. ``run()`` is the only place errors become exit codes (see ``output``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from strongroom import __version__, bootstrap
+from strongroom.config import Settings, load_settings
+from strongroom.entrypoints.cli import keys, maintenance, models, quickstart
+from strongroom.entrypoints.cli.output import EXIT_FAILURE, Output
+from strongroom.errors import StrongroomError
+
+app = typer.Typer(
+    name="strongroom",
+    help="Deploy machine-learning models securely: encrypted, signed, versioned registry.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models.app, name="model")
+app.add_typer(keys.app, name="keys")
+app.add_typer(maintenance.app, name="registry")
+
+
+@dataclass
+class CliState:
+    """Per-invocation state: settings parsed once, the container built on first use."""
+
+    home: Path | None
+    output: Output
+    _settings: Settings | None = None
+    _container: bootstrap.Container | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(home=self.home)
+        return self._settings
+
+    @property
+    def container(self) -> bootstrap.Container:
+        if self._container is None:
+            self._container = bootstrap.build_container(self.settings)
+        return self._container
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            envvar="STRONGROOM_HOME",
+            help="Data directory of the instance (default: ./strongroom-data).",
+        ),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of tables.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = CliState(home=home, output=Output(json_mode=json_output))
+
+
+@app.command()
+def version(ctx: typer.Context) -> None:
+    """Print the Strongroom version."""
+    state: CliState = ctx.obj
+    state.output.emit({"version": __version__}, f"strongroom {__version__}")
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create an embedded instance: data directory, sealed keyring, registry database."""
+    state: CliState = ctx.obj
+    result = bootstrap.initialise(state.settings)
+    state.output.emit(
+        {
+            "home": str(result.home),
+            "keyring": str(result.keyring),
+            "generated_passphrase_file": (
+                str(result.generated_passphrase_file) if result.generated_passphrase_file else None
+            ),
+        },
+        f"initialised Strongroom in {result.home}",
+    )
+    if result.generated_passphrase_file is not None:
+        state.output.warn(
+            f"generated a development keyring passphrase in {result.generated_passphrase_file}; "
+            "in production keep it outside the data directory and point "
+            "STRONGROOM_KEYRING_PASSPHRASE_FILE at it"
+        )
+
+
+app.command(name="quickstart")(quickstart.quickstart)
+
+
+def run() -> None:
+    """Console-script entry point: the one error boundary of the CLI."""
+    output = Output(json_mode="--json" in sys.argv[1:])
+    try:
+        result = app(standalone_mode=False)
+    except StrongroomError as error:
+        sys.exit(output.error(error))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        output.errors.print("aborted")
+        sys.exit(EXIT_FAILURE)
+    except Exception as exc:
+        logging.getLogger("strongroom").debug("unexpected error", exc_info=True)
+        output.errors.print(f"error [internal]: unexpected {type(exc).__name__}; run with -v")
+        sys.exit(EXIT_FAILURE)
+    sys.exit(result if isinstance(result, int) else 0)

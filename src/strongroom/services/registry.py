@@ -1,0 +1,535 @@
+"""Registry use cases: publish, open verified, promote, roll back, verify, collect garbage.
+
+``RegistryService.open_verified`` is the one path from stored bytes to a model (DESIGN.md
+section 3). It trusts nothing the metadata store says on its own: the manifest is re-parsed and
+re-hashed, every file is decrypted with the manifest digest in its AAD, every digest is checked,
+and the signature policy is evaluated again (a signer removed from the policy stops loading).
+
+Publishing order makes crashes harmless: blobs are written first (encrypted, atomically), the
+metadata row last, in one transaction. A crash in between leaves only unreferenced blobs, which
+``collect_garbage`` removes; it never leaves a version that cannot be opened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from strongroom.core.crypto import envelope
+from strongroom.core.crypto.keys import KeyProvider
+from strongroom.core.crypto.signature_policy import SignaturePolicy
+from strongroom.core.registry import archive, schema
+from strongroom.core.registry.artifact import VerifiedArtifact, issue_verified_artifact
+from strongroom.core.registry.formats import ModelFormat, detect_format
+from strongroom.core.registry.manifest import Manifest, ManifestFile, ModelCard, sha256_hex
+from strongroom.core.registry.model import (
+    ArtifactRecord,
+    Stage,
+    StageEvent,
+    VersionRecord,
+    check_model_name,
+    check_reason,
+    check_transition,
+)
+from strongroom.core.registry.ports import BlobStore, MetadataStore
+from strongroom.core.registry.runtime import LoadedModel, ModelRuntime
+from strongroom.core.types import Clock, RandomBytes
+from strongroom.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInputError,
+    InvalidTransitionError,
+    NotFoundError,
+    TooLargeError,
+    UnsupportedFormatError,
+)
+
+log = logging.getLogger(__name__)
+
+AUXILIARY_SUFFIXES = frozenset({".md", ".txt", ".json", ".yaml", ".yml", ".csv"})
+"""Files that may travel with a model (cards, configs, licences). Never executed or parsed."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryLimits:
+    max_upload_bytes: int
+    max_archive_members: int
+    segment_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    model: str
+    files: Mapping[str, bytes]
+    """Relative posix path -> bytes. One file, or an unpacked archive/directory."""
+    card: ModelCard
+    actor: str
+    single_file: bool = False
+    """The upload was one file (its signature names it ``"."``, as model_signing does)."""
+    primary: str | None = None
+    declared_format: ModelFormat | None = None
+    signature_bundle: str | None = None
+    input_schema: Mapping[str, Any] | None = None
+    reference_csv: bytes | None = None
+    trusted_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    record: VersionRecord
+    manifest: Manifest
+    signer: str | None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VersionView:
+    record: VersionRecord
+    manifest: Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class StoredArtifact:
+    """How one file of a version is stored, read from its envelope header (no decryption)."""
+
+    path: str
+    blob_id: str
+    stored_bytes: int
+    plaintext_bytes: int
+    key_id: str
+    key_version: int
+    segment_size: int
+
+
+@dataclass(slots=True)
+class GcReport:
+    orphan_blobs: list[str] = field(default_factory=list)
+    temporaries_removed: int = 0
+    dry_run: bool = True
+
+
+def files_from_upload(
+    filename: str, data: bytes, limits: RegistryLimits
+) -> tuple[dict[str, bytes], bool]:
+    """Turn one uploaded file into the version's files; archives are unpacked in memory."""
+    if len(data) > limits.max_upload_bytes:
+        raise TooLargeError(f"upload exceeds {limits.max_upload_bytes} bytes")
+    if archive.is_archive(filename):
+        files = archive.unpack_archive(
+            filename,
+            data,
+            max_total_bytes=limits.max_upload_bytes,
+            max_members=limits.max_archive_members,
+        )
+        return files, False
+    name = PurePosixPath(filename.replace("\\", "/")).name
+    return {name: data}, True
+
+
+class RegistryService:
+    def __init__(
+        self,
+        *,
+        metadata: MetadataStore,
+        blobs: BlobStore,
+        keys: KeyProvider,
+        runtimes: Mapping[ModelFormat, ModelRuntime],
+        policy: SignaturePolicy,
+        limits: RegistryLimits,
+        clock: Clock,
+        random_bytes: RandomBytes,
+    ) -> None:
+        self._metadata = metadata
+        self._blobs = blobs
+        self._keys = keys
+        self._runtimes = runtimes
+        self._policy = policy
+        self._limits = limits
+        self._clock = clock
+        self._random = random_bytes
+
+    @property
+    def limits(self) -> RegistryLimits:
+        return self._limits
+
+    # --- publish ------------------------------------------------------------------------------
+
+    def publish(self, request: PublishRequest) -> PublishResult:
+        model = check_model_name(request.model)
+        files = dict(request.files)
+        self._check_sizes(files)
+        primary = self._choose_primary(files, request.primary)
+        fmt = detect_format(primary, files[primary], request.declared_format)
+        self._check_auxiliary(files, primary)
+        digests = {path: sha256_hex(data) for path, data in files.items()}
+        signer = self._policy.check(model, request.signature_bundle, digests)
+        warnings = self._unsigned_warnings(model, signer)
+        runtime = self._runtime(fmt)
+        signature = runtime.validate(fmt, files[primary], request.trusted_types)
+        input_schema = self._input_schema(signature, request)
+        version = self._metadata.next_version(model)
+        manifest = Manifest(
+            model=model,
+            version=version,
+            format=fmt,
+            primary=primary,
+            files=tuple(
+                ManifestFile(path=p, sha256=digests[p], size=len(files[p])) for p in sorted(files)
+            ),
+            single_file=request.single_file and len(files) == 1,
+            input_schema=input_schema,
+            card=request.card,
+            trusted_types=tuple(sorted(set(request.trusted_types))),
+            signature_sha256=(
+                sha256_hex(request.signature_bundle.encode("utf-8"))
+                if request.signature_bundle is not None
+                else None
+            ),
+            created_at=self._clock().isoformat(),
+            created_by=request.actor,
+        )
+        record = self._store(manifest, files, request.signature_bundle)
+        return PublishResult(record=record, manifest=manifest, signer=signer, warnings=warnings)
+
+    def _check_sizes(self, files: Mapping[str, bytes]) -> None:
+        if not files:
+            raise InvalidInputError("the upload holds no files")
+        total = sum(len(data) for data in files.values())
+        if total > self._limits.max_upload_bytes:
+            raise TooLargeError(f"model files exceed {self._limits.max_upload_bytes} bytes")
+
+    @staticmethod
+    def _choose_primary(files: Mapping[str, bytes], primary: str | None) -> str:
+        if primary is not None:
+            if primary not in files:
+                raise InvalidInputError(f"primary file {primary!r} is not in the upload")
+            return primary
+        if len(files) == 1:
+            return next(iter(files))
+        candidates = [p for p in files if PurePosixPath(p).suffix.lower() not in AUXILIARY_SUFFIXES]
+        if len(candidates) != 1:
+            raise InvalidInputError(
+                "cannot tell which file is the model",
+                hint="name it with --primary (the others must be documentation or configuration)",
+            )
+        return candidates[0]
+
+    @staticmethod
+    def _check_auxiliary(files: Mapping[str, bytes], primary: str) -> None:
+        for path, data in files.items():
+            if path == primary:
+                continue
+            if PurePosixPath(path).suffix.lower() not in AUXILIARY_SUFFIXES:
+                raise UnsupportedFormatError(
+                    f"{path}: only one model file per version; other files must be "
+                    f"{', '.join(sorted(AUXILIARY_SUFFIXES))}"
+                )
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UnsupportedFormatError(
+                    f"{path}: auxiliary files must be UTF-8 text"
+                ) from None
+
+    def _unsigned_warnings(self, model: str, signer: str | None) -> tuple[str, ...]:
+        if signer is not None:
+            return ()
+        message = (
+            f"model {model!r} published WITHOUT a signature because unsafe_allow_unsigned is "
+            "enabled; the manifest records it as unsigned"
+        )
+        log.warning(message)
+        return (message,)
+
+    def _runtime(self, fmt: ModelFormat) -> ModelRuntime:
+        runtime = self._runtimes.get(fmt)
+        if runtime is None:
+            raise UnsupportedFormatError(f"no runtime is configured for format {fmt.value!r}")
+        return runtime
+
+    @staticmethod
+    def _input_schema(signature: Any, request: PublishRequest) -> dict[str, Any]:
+        if request.input_schema is not None:
+            return schema.InputSchema.from_dict(request.input_schema).to_dict()
+        return schema.infer_schema(signature, request.reference_csv).to_dict()
+
+    def _store(
+        self, manifest: Manifest, files: Mapping[str, bytes], bundle: str | None
+    ) -> VersionRecord:
+        digest = manifest.digest()
+        artifacts: list[ArtifactRecord] = []
+        try:
+            for entry in manifest.files:
+                blob_id = self._random(16).hex()
+                context = envelope.EnvelopeContext(
+                    model=manifest.model,
+                    version=manifest.version,
+                    path=entry.path,
+                    manifest_digest=digest,
+                )
+                self._blobs.put(
+                    blob_id,
+                    envelope.encrypt(
+                        files[entry.path],
+                        keys=self._keys,
+                        context=context,
+                        random_bytes=self._random,
+                        segment_size=self._limits.segment_size,
+                    ),
+                )
+                artifacts.append(
+                    ArtifactRecord(
+                        path=entry.path,
+                        blob_id=blob_id,
+                        size=entry.size,
+                        sha256=entry.sha256,
+                        key_version=self._keys.current_version(),
+                    )
+                )
+            record = VersionRecord(
+                model=manifest.model,
+                version=manifest.version,
+                stage=Stage.NONE,
+                manifest_json=manifest.canonical_json(),
+                manifest_digest=digest,
+                signature_bundle=bundle,
+                created_at=self._clock(),
+                created_by=manifest.created_by,
+                artifacts=tuple(artifacts),
+            )
+            self._metadata.add_version(record)
+        except BaseException:
+            for artifact in artifacts:
+                self._blobs.delete(artifact.blob_id)
+            raise
+        return record
+
+    # --- the one path from bytes to a model -----------------------------------------------------
+
+    def open_verified(self, model: str, version: int | None = None) -> VerifiedArtifact:
+        """Decrypt, check every digest against the manifest, re-check the signature policy."""
+        record = self._metadata.get_version(model, self._resolve(model, version))
+        manifest = self.verified_manifest(record)
+        signer = self._policy.check(model, record.signature_bundle, manifest.file_digests())
+        files = {
+            artifact.path: self._open_file(manifest, artifact) for artifact in record.artifacts
+        }
+        return issue_verified_artifact(
+            model=manifest.model,
+            version=manifest.version,
+            manifest_digest=record.manifest_digest,
+            format=manifest.format,
+            primary=manifest.primary,
+            files=files,
+            trusted_types=manifest.trusted_types,
+            input_schema=manifest.input_schema,
+            signer=signer,
+        )
+
+    @staticmethod
+    def verified_manifest(record: VersionRecord) -> Manifest:
+        """Parse the stored manifest and cross-check every indexed column against it."""
+        manifest = Manifest.from_json(record.manifest_json)
+        by_path = {f.path: f for f in manifest.files}
+        consistent = (
+            manifest.model == record.model
+            and manifest.version == record.version
+            and manifest.digest() == record.manifest_digest
+            and manifest.created_by == record.created_by
+            and set(by_path) == {a.path for a in record.artifacts}
+            and all(
+                by_path[a.path].sha256 == a.sha256 and by_path[a.path].size == a.size
+                for a in record.artifacts
+            )
+        )
+        bundle = record.signature_bundle
+        signature_digest = sha256_hex(bundle.encode("utf-8")) if bundle is not None else None
+        if not consistent or signature_digest != manifest.signature_sha256:
+            raise IntegrityError
+        return manifest
+
+    def _open_file(self, manifest: Manifest, artifact: ArtifactRecord) -> bytes:
+        context = envelope.EnvelopeContext(
+            model=manifest.model,
+            version=manifest.version,
+            path=artifact.path,
+            manifest_digest=manifest.digest(),
+        )
+        try:
+            with self._blobs.open(artifact.blob_id) as source:
+                header = envelope.read_header(source)
+                if header.wrapped_key.version != artifact.key_version:
+                    raise IntegrityError
+                source.seek(0)
+                data, digest = envelope.decrypt_and_hash(source, keys=self._keys, context=context)
+        except (NotFoundError, InvalidInputError) as exc:
+            # A missing blob or a blob id the store refuses: the metadata was altered.
+            raise IntegrityError from exc
+        if digest != artifact.sha256 or len(data) != artifact.size:
+            raise IntegrityError
+        return data
+
+    def _resolve(self, model: str, version: int | None) -> int:
+        if version is not None:
+            return version
+        production = self._metadata.production_version(check_model_name(model))
+        if production is None:
+            raise NotFoundError(f"model {model!r} has no production version")
+        return production
+
+    def load_model(self, model: str, version: int | None = None) -> LoadedModel:
+        """Open a version through ``open_verified`` and hand it to its format's runtime."""
+        artifact = self.open_verified(model, version)
+        return self._runtime(artifact.format).load(artifact)
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def describe_storage(self, model: str, version: int) -> list[StoredArtifact]:
+        record = self._metadata.get_version(check_model_name(model), version)
+        stored = []
+        for artifact in record.artifacts:
+            with self._blobs.open(artifact.blob_id) as source:
+                header = envelope.read_header(source)
+                size = source.seek(0, 2)
+            stored.append(
+                StoredArtifact(
+                    path=artifact.path,
+                    blob_id=artifact.blob_id,
+                    stored_bytes=size,
+                    plaintext_bytes=artifact.size,
+                    key_id=header.wrapped_key.key_id,
+                    key_version=header.wrapped_key.version,
+                    segment_size=header.segment_size,
+                )
+            )
+        return stored
+
+    def list_models(self) -> list[str]:
+        return self._metadata.list_models()
+
+    def list_versions(self, model: str) -> list[VersionView]:
+        return [
+            VersionView(record=r, manifest=self.verified_manifest(r))
+            for r in self._metadata.list_versions(check_model_name(model))
+        ]
+
+    def show(self, model: str, version: int | None = None) -> VersionView:
+        record = self._metadata.get_version(model, self._resolve(model, version))
+        return VersionView(record=record, manifest=self.verified_manifest(record))
+
+    def export_signature(self, model: str, version: int) -> str:
+        record = self._metadata.get_version(check_model_name(model), version)
+        self.verified_manifest(record)
+        if record.signature_bundle is None:
+            raise NotFoundError(f"{model} v{version} is unsigned")
+        return record.signature_bundle
+
+    def history(self, model: str) -> list[StageEvent]:
+        return self._metadata.stage_history(check_model_name(model))
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def promote(
+        self, model: str, version: int, target: Stage, *, reason: str, actor: str
+    ) -> list[StageEvent]:
+        """Move a version to ``target``. Promoting to production verifies the version first
+        (a version that cannot be opened never reaches production) and archives the current
+        production version in the same transaction."""
+        reason = check_reason(reason)
+        record = self._metadata.get_version(check_model_name(model), version)
+        check_transition(record.stage, target)
+        if target == Stage.PRODUCTION:
+            self.open_verified(model, version)
+        return self._move(record, target, reason=reason, actor=actor, kind="promote")
+
+    def rollback(self, model: str, *, reason: str, actor: str) -> list[StageEvent]:
+        """Put back in production the version that was there before the current one."""
+        reason = check_reason(reason)
+        model = check_model_name(model)
+        current = self._metadata.production_version(model)
+        if current is None:
+            raise InvalidTransitionError(f"model {model!r} has no production version to roll back")
+        previous = self._previous_production(model, current)
+        record = self._metadata.get_version(model, previous)
+        self.open_verified(model, previous)
+        return self._move(record, Stage.PRODUCTION, reason=reason, actor=actor, kind="rollback")
+
+    def _previous_production(self, model: str, current: int) -> int:
+        promoted = [
+            e.version
+            for e in self._metadata.stage_history(model)
+            if e.to_stage == Stage.PRODUCTION and e.kind in {"promote", "rollback"}
+        ]
+        while promoted and promoted[-1] == current:
+            promoted.pop()
+        if not promoted:
+            raise InvalidTransitionError(f"no earlier production version of {model!r} exists")
+        return promoted[-1]
+
+    def _move(
+        self, record: VersionRecord, target: Stage, *, reason: str, actor: str, kind: str
+    ) -> list[StageEvent]:
+        now = self._clock()
+        events = [
+            StageEvent(record.model, record.version, record.stage, target, reason, actor, now, kind)
+        ]
+        replace = None
+        if target == Stage.PRODUCTION:
+            replace = self._metadata.production_version(record.model)
+            if replace is not None:
+                events.insert(
+                    0,
+                    StageEvent(
+                        record.model,
+                        replace,
+                        Stage.PRODUCTION,
+                        Stage.ARCHIVED,
+                        reason,
+                        actor,
+                        now,
+                        "replaced",
+                    ),
+                )
+        self._metadata.change_stage(
+            record.model, record.version, record.stage, target, events, replace_production=replace
+        )
+        return events
+
+    # --- maintenance ----------------------------------------------------------------------------
+
+    def verify_all(self) -> Iterator[tuple[str, int, Exception | None]]:
+        """Open every version; yields ``(model, version, error or None)``."""
+        for model in self._metadata.list_models():
+            for record in self._metadata.list_versions(model):
+                try:
+                    self.open_verified(model, record.version)
+                except (IntegrityError, ConflictError, NotFoundError) as exc:
+                    yield model, record.version, exc
+                except Exception as exc:  # noqa: BLE001 - report every failure, keep going
+                    yield model, record.version, exc
+                else:
+                    yield model, record.version, None
+
+    def collect_garbage(
+        self, *, dry_run: bool = True, on_blob: Callable[[str], None] | None = None
+    ) -> GcReport:
+        """Remove blobs no version references, and temporaries of interrupted writes.
+
+        Run it when no publish is in flight (a publish writes its blobs before its metadata).
+        """
+        referenced = {artifact.blob_id for _, _, artifact in self._metadata.iter_artifacts()}
+        report = GcReport(dry_run=dry_run)
+        for blob_id in self._blobs.list_ids():
+            if blob_id in referenced:
+                continue
+            report.orphan_blobs.append(blob_id)
+            if not dry_run:
+                self._blobs.delete(blob_id)
+                if on_blob is not None:
+                    on_blob(blob_id)
+        if not dry_run:
+            report.temporaries_removed = self._blobs.remove_stale_temporaries()
+        return report

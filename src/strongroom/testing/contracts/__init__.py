@@ -1,0 +1,1 @@
+"""Contract test suites: one per port, run against every adapter and fake."""

@@ -1,0 +1,174 @@
+"""The CLI as a user runs it: real processes, real exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SignerKeys
+
+SCRYPT_N = "16384"  # the floor; keeps the tests fast
+
+
+def cli(home: Path, *args: str, env: dict[str, str] | None = None, expect: int = 0):
+    full_env = {
+        **os.environ,
+        "STRONGROOM_HOME": str(home),
+        "STRONGROOM_KEYRING_SCRYPT_N": SCRYPT_N,
+        "COLUMNS": "200",
+        **(env or {}),
+    }
+    full_env.pop("STRONGROOM_KEYRING_PASSPHRASE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "strongroom", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def cli_json(home: Path, *args: str, **kwargs):
+    return json.loads(cli(home, "--json", *args, **kwargs).stdout)
+
+
+@pytest.fixture
+def instance(tmp_path: Path, signer: SignerKeys, trained_model) -> Path:
+    home = tmp_path / "home"
+    result = cli_json(home, "init")
+    passphrase = result["generated_passphrase_file"]
+    assert passphrase and (Path(passphrase).stat().st_mode & 0o777) == 0o600
+    (tmp_path / "signer.pem").write_bytes(signer.private_pem)
+    (tmp_path / "signer.pub.pem").write_bytes(signer.public_pem)
+    (home / "strongroom.toml").write_text(
+        f'keyring_passphrase_file = "{passphrase}"\n\n[[signers]]\nname = "team-a"\n'
+        f'public_key_file = "{tmp_path / "signer.pub.pem"}"\nmodels = ["fraud*"]\n'
+    )
+    (tmp_path / "model.onnx").write_bytes(trained_model.onnx)
+    return home
+
+
+@pytest.mark.slow
+def test_push_promote_verify_rotate_export(instance: Path, tmp_path: Path):
+    home = instance
+    pushed = cli_json(
+        home,
+        "model",
+        "push",
+        "fraud",
+        str(tmp_path / "model.onnx"),
+        "--sign-key",
+        str(tmp_path / "signer.pem"),
+        "--owner",
+        "risk",
+    )
+    assert pushed["version"] == 1 and pushed["signer"] == "team-a" and pushed["signed"]
+    cli_json(
+        home,
+        "model",
+        "push",
+        "fraud",
+        str(tmp_path / "model.onnx"),
+        "--sign-key",
+        str(tmp_path / "signer.pem"),
+        "--owner",
+        "risk",
+    )
+    cli(home, "model", "promote", "fraud", "1", "--to", "production", "--reason", "ok")
+    cli(home, "model", "promote", "fraud", "2", "--to", "production", "--reason", "better")
+    listed = cli_json(home, "model", "list", "fraud")
+    assert [(v["version"], v["stage"]) for v in listed] == [(1, "archived"), (2, "production")]
+    cli(home, "model", "rollback", "fraud", "--reason", "regression")
+    shown = cli_json(home, "model", "show", "fraud")
+    assert shown["version"] == 1 and shown["history"][-1]["kind"] == "rollback"
+
+    rotated = cli_json(home, "keys", "rotate", "--retire-old")
+    assert rotated == {"new_version": 2, "rewrapped": 2, "already_current": 0, "retired_below": 2}
+    verified = cli_json(home, "model", "verify", "--all")
+    assert [v["ok"] for v in verified] == [True, True]
+
+    sig = tmp_path / "exported.sig"
+    cli(home, "model", "export-signature", "fraud", "1", "--out", str(sig))
+    import model_signing
+
+    model_signing.verifying.Config().use_elliptic_key_verifier(
+        public_key=tmp_path / "signer.pub.pem"
+    ).verify(tmp_path / "model.onnx", sig)
+
+    gc = cli_json(home, "registry", "gc")
+    assert gc == {"dry_run": True, "orphan_blobs": [], "temporaries_removed": 0}
+
+
+@pytest.mark.slow
+def test_errors_are_clear_and_mapped_to_exit_codes(instance: Path, tmp_path: Path, trained_model):
+    home = instance
+    evil = tmp_path / "model.pkl"
+    evil.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    refused = cli(home, "model", "push", "fraud", str(evil), "--owner", "x", expect=3)
+    assert "input.unsupported_format" in refused.stderr and "skl2onnx" in refused.stderr
+
+    unsigned = cli(
+        home, "model", "push", "fraud", str(tmp_path / "model.onnx"), "--owner", "x", expect=6
+    )
+    assert "security.signature" in unsigned.stderr
+
+    other = cli(
+        home,
+        "model",
+        "push",
+        "credit",
+        str(tmp_path / "model.onnx"),
+        "--owner",
+        "x",
+        "--sign-key",
+        str(tmp_path / "signer.pem"),
+        expect=6,
+    )
+    assert "security.signature" in other.stderr, "signer not allowed for credit*"
+
+    missing = cli_json(home, "model", "show", "nope", expect=4)
+    assert missing["error"]["code"] == "registry.not_found"
+
+    cli(
+        home,
+        "model",
+        "push",
+        "fraud",
+        str(tmp_path / "model.onnx"),
+        "--sign-key",
+        str(tmp_path / "signer.pem"),
+        "--owner",
+        "x",
+    )
+    blob = next(p for p in (home / "artifacts").rglob("*") if p.is_file())
+    data = bytearray(blob.read_bytes())
+    data[-5] ^= 0x10
+    blob.write_bytes(bytes(data))
+    tampered = cli(home, "model", "verify", "fraud", "1", expect=6)
+    assert "security.integrity" in tampered.stderr
+
+    no_config = cli(tmp_path / "empty", "model", "list", expect=7)
+    assert "passphrase" in no_config.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_runs_end_to_end_and_again(tmp_path: Path):
+    home = tmp_path / "qs"
+    first = cli_json(home, "quickstart", "--rows", "1000")
+    assert first["predictions_match_in_process_model"] is True
+    assert first["plaintext_found_in_artifact_store"] is False
+    assert first["stage"] == "production" and first["version"] == 1
+    second = cli_json(home, "quickstart", "--rows", "1000", "--seed", "8")
+    assert second["version"] == 2 and second["predictions_match_in_process_model"] is True
+    listed = cli_json(home, "model", "list", "fraud")
+    assert [v["stage"] for v in listed] == ["archived", "production"]
