@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
-from strongroom.adapters.kms.local_keyring import LocalKeyring
 
+from strongroom.adapters.kms.local_keyring import LocalKeyring
 from strongroom.adapters.runtimes.onnx import OnnxRuntime
 from strongroom.adapters.storage.local_fs import LocalBlobStore
 from strongroom.adapters.storage.sql import SqlMetadataStore

@@ -220,7 +220,6 @@ def fake_harness(signer: SignerKeys) -> Harness:
 def real_harness(tmp_path: Path, signer: SignerKeys) -> Iterator[Harness]:
     """SQLite + local blob files + sealed local keyring, all under tmp_path."""
     from strongroom.adapters.kms.local_keyring import LocalKeyring
-
     from strongroom.adapters.storage.local_fs import LocalBlobStore
     from strongroom.adapters.storage.sql import SqlMetadataStore
 

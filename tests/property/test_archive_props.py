@@ -13,10 +13,10 @@ import unicodedata
 import warnings
 import zipfile
 
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from strongroom.core.registry.archive import unpack_archive
+from strongroom.core.registry.archive import check_zip_entry_count, unpack_archive
 from strongroom.core.registry.formats import ACCEPTED_EXTENSIONS, ModelFormat, detect_format
 from strongroom.errors import (
     InvalidInputError,
@@ -114,7 +114,6 @@ def _safe_and_distinct(names: list[str]) -> bool:
     return len(set(paths)) == len(paths) and not prefixes & set(paths)
 
 
-@settings(suppress_health_check=[HealthCheck.filter_too_much])
 @given(st.sampled_from(["zip", "tar", "tgz"]), member_names, st.binary(max_size=64))
 def test_built_archives_unpack_exactly_when_their_names_are_safe(
     kind: str, names: list[str], payload: bytes
@@ -154,3 +153,30 @@ def test_mutated_archives_raise_only_archive_errors(
         return
     assert len(files) <= 4
     assert sum(map(len, files.values())) <= 2000
+
+
+@given(
+    st.integers(min_value=0, max_value=12),
+    st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=4),
+    st.integers(min_value=0, max_value=20),
+)
+def test_entry_count_bounds_what_zipfile_builds(
+    n: int, flips: list[tuple[int, int]], limit: int
+) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(n):
+            zf.writestr(f"m{i}", b"data")
+    data = bytearray(buf.getvalue())
+    for position, value in flips:
+        data[position % len(data)] = value
+    try:
+        check_zip_entry_count(bytes(data), limit)
+    except TooLargeError:
+        return
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+            count = len(zf.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError):
+        return
+    assert count <= limit

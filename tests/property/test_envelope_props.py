@@ -8,6 +8,7 @@ import io
 import os
 import struct
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,22 +18,29 @@ from strongroom.errors import IntegrityError, KeyAccessError
 from strongroom.testing.fake_keys import FakeKeyProvider
 
 SEG = envelope.MIN_SEGMENT_SIZE
-KEYS = FakeKeyProvider()
-"""One provider for the module: hypothesis calls the test body many times."""
 CONTEXT = EnvelopeContext(model="m", version=1, path="p", manifest_digest="d")
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PARSER_SETTINGS = settings(SETTINGS, max_examples=500)
 
 
-def seal(plaintext: bytes, segment_size: int = SEG) -> bytes:
+@pytest.fixture(scope="module")
+def keys() -> FakeKeyProvider:
+    """One provider per module (hypothesis runs each test body many times)."""
+    return FakeKeyProvider()
+
+
+@pytest.fixture(scope="module")
+def sample(keys: FakeKeyProvider) -> tuple[bytes, int]:
+    """A valid blob of three segments and its header length."""
+    blob = seal(keys, b"sample plaintext " * 300)
+    return blob, envelope.read_header(io.BytesIO(blob)).header_length
+
+
+def seal(keys: FakeKeyProvider, plaintext: bytes, segment_size: int = SEG) -> bytes:
     chunks = envelope.encrypt(
-        plaintext, keys=KEYS, context=CONTEXT, random_bytes=os.urandom, segment_size=segment_size
+        plaintext, keys=keys, context=CONTEXT, random_bytes=os.urandom, segment_size=segment_size
     )
     return b"".join(chunks)
-
-
-SAMPLE = seal(b"sample plaintext " * 300)
-SAMPLE_HEADER = envelope.read_header(io.BytesIO(SAMPLE))
 
 
 def parse_or_integrity_error(data: bytes) -> None:
@@ -93,8 +101,11 @@ def test_structured_headers_never_raise_anything_but_integrity_error(
 
 @PARSER_SETTINGS
 @given(st.data())
-def test_edited_valid_headers_parse_or_fail_cleanly(data: st.DataObject) -> None:
-    header = bytearray(SAMPLE[: SAMPLE_HEADER.header_length])
+def test_edited_valid_headers_parse_or_fail_cleanly(
+    sample: tuple[bytes, int], data: st.DataObject
+) -> None:
+    blob, header_length = sample
+    header = bytearray(blob[:header_length])
     for _ in range(data.draw(st.integers(1, 4))):
         index = data.draw(st.integers(0, len(header) - 1))
         header[index] = data.draw(st.integers(0, 255))
@@ -107,20 +118,24 @@ def test_edited_valid_headers_parse_or_fail_cleanly(data: st.DataObject) -> None
     plaintext=st.binary(max_size=3 * SEG + 50),
     segment_size=st.sampled_from([SEG, SEG + 1, 2 * SEG, 3 * SEG - 7]),
 )
-def test_round_trip(plaintext: bytes, segment_size: int) -> None:
-    blob = seal(plaintext, segment_size)
-    streamed = b"".join(envelope.decrypt(io.BytesIO(blob), keys=KEYS, context=CONTEXT))
-    whole, digest = envelope.decrypt_and_hash(io.BytesIO(blob), keys=KEYS, context=CONTEXT)
+def test_round_trip(keys: FakeKeyProvider, plaintext: bytes, segment_size: int) -> None:
+    blob = seal(keys, plaintext, segment_size)
+    streamed = b"".join(envelope.decrypt(io.BytesIO(blob), keys=keys, context=CONTEXT))
+    whole, digest = envelope.decrypt_and_hash(io.BytesIO(blob), keys=keys, context=CONTEXT)
     assert streamed == whole == plaintext
     assert digest == hashlib.sha256(plaintext).hexdigest()
 
 
 @SETTINGS
 @given(body=st.binary(max_size=2 * (SEG + 16) + 40))
-def test_random_bodies_never_open(body: bytes) -> None:
-    blob = SAMPLE[: SAMPLE_HEADER.header_length] + body
+def test_random_bodies_never_open(
+    keys: FakeKeyProvider, sample: tuple[bytes, int], body: bytes
+) -> None:
+    blob, header_length = sample
     try:
-        envelope.decrypt_and_hash(io.BytesIO(blob), keys=KEYS, context=CONTEXT)
+        envelope.decrypt_and_hash(
+            io.BytesIO(blob[:header_length] + body), keys=keys, context=CONTEXT
+        )
     except IntegrityError:
         return
     raise AssertionError("a random body opened")
@@ -128,12 +143,14 @@ def test_random_bodies_never_open(body: bytes) -> None:
 
 @SETTINGS
 @given(st.data())
-def test_edited_blobs_never_open(data: st.DataObject) -> None:
-    blob = bytearray(SAMPLE)
+def test_edited_blobs_never_open(
+    keys: FakeKeyProvider, sample: tuple[bytes, int], data: st.DataObject
+) -> None:
+    blob = bytearray(sample[0])
     index = data.draw(st.integers(0, len(blob) - 1))
     blob[index] ^= data.draw(st.integers(1, 255))
     try:
-        envelope.decrypt_and_hash(io.BytesIO(bytes(blob)), keys=KEYS, context=CONTEXT)
+        envelope.decrypt_and_hash(io.BytesIO(bytes(blob)), keys=keys, context=CONTEXT)
     except (IntegrityError, KeyAccessError):
         return
     raise AssertionError("an edited blob opened")

@@ -11,7 +11,12 @@ import zipfile
 
 import pytest
 
-from strongroom.core.registry.archive import is_archive, normalise_member_name, unpack_archive
+from strongroom.core.registry.archive import (
+    check_zip_entry_count,
+    is_archive,
+    normalise_member_name,
+    unpack_archive,
+)
 from strongroom.errors import InvalidInputError, TooLargeError, UnsafeArchiveError
 
 MIB = 1024 * 1024
@@ -346,3 +351,57 @@ def test_pax_header_declaring_gigantic_size_is_stopped() -> None:
     assert len(data) < MIB
     with pytest.raises(TooLargeError, match="stream"):
         unpack("u.tar.gz", data, total=MIB, members=10)
+
+
+def test_tar_regular_file_with_a_directory_name_is_refused() -> None:
+    with pytest.raises(UnsafeArchiveError, match="not a regular file"):
+        unpack("u.tar", make_tar([("looks-like-a-dir/", b"data")]))
+
+
+# --- counting entries before zipfile builds them --------------------------------------------------
+
+
+def _zip_of(n: int, *, prefix: bytes = b"", comment: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    buf.write(prefix)
+    with zipfile.ZipFile(buf, "a" if prefix else "w") as zf:
+        zf.comment = comment
+        for i in range(n):
+            zf.writestr(f"f{i}", b"x" * i)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [_zip_of(12), _zip_of(12, comment=b"c" * 300), _zip_of(12, prefix=b"#!/bin/sh\nexit 0\n")],
+    ids=["plain", "comment", "prefixed"],
+)
+def test_entry_count_is_checked_from_the_central_directory(data: bytes) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert len(zf.infolist()) == 12
+    check_zip_entry_count(data, 12)
+    with pytest.raises(TooLargeError):
+        check_zip_entry_count(data, 11)
+
+
+def test_entry_count_of_a_zip64_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 5)  # forces the zip64 end records
+    data = _zip_of(12)
+    monkeypatch.undo()
+    assert b"PK\x06\x06" in data
+    check_zip_entry_count(data, 12)
+    with pytest.raises(TooLargeError):
+        check_zip_entry_count(data, 11)
+
+
+def test_too_many_entries_are_refused_before_zipfile_parses_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = _zip_of(50)
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise AssertionError("zipfile must not be reached")
+
+    monkeypatch.setattr(zipfile, "ZipFile", explode)
+    with pytest.raises(TooLargeError):
+        unpack("u.zip", data, members=49)

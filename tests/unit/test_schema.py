@@ -394,3 +394,15 @@ def test_infer_schema_on_random_csv_raises_only_invalid_input(data: bytes) -> No
         except InvalidInputError:
             continue
         assert InputSchema.from_dict(schema.to_dict()) == schema
+
+
+def test_canonical_json_golden() -> None:
+    """The exact canonical bytes (compact JSON) of a fixed schema; a change here changes every
+    manifest digest, so it must be deliberate and come with a schema version bump."""
+    text = json.dumps(_schema().to_dict(), separators=(",", ":"), allow_nan=False)
+    assert text == (
+        '{"version":1,"tensor_name":"X","features":['
+        '{"name":"amount","dtype":"float32","min":0.0,"max":10.0,"nullable":false},'
+        '{"name":"colour","dtype":"string","categories":["blue","red"],"nullable":true},'
+        '{"name":"flag","dtype":"bool","nullable":false}]}'
+    )

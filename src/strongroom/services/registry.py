@@ -35,7 +35,7 @@ from strongroom.core.registry.model import (
     check_transition,
 )
 from strongroom.core.registry.ports import BlobStore, MetadataStore
-from strongroom.core.registry.runtime import LoadedModel, ModelRuntime
+from strongroom.core.registry.runtime import LoadedModel, ModelRuntime, ModelSignature
 from strongroom.core.types import Clock, RandomBytes
 from strongroom.errors import (
     ConflictError,
@@ -72,7 +72,8 @@ class PublishRequest:
     primary: str | None = None
     declared_format: ModelFormat | None = None
     signature_bundle: str | None = None
-    input_schema: Mapping[str, Any] | None = None
+    input_schema_json: bytes | None = None
+    """A user-supplied input schema (JSON); inferred from the model and sample when absent."""
     reference_csv: bytes | None = None
     trusted_types: tuple[str, ...] = ()
 
@@ -251,10 +252,12 @@ class RegistryService:
         return runtime
 
     @staticmethod
-    def _input_schema(signature: Any, request: PublishRequest) -> dict[str, Any]:
-        if request.input_schema is not None:
-            return schema.InputSchema.from_dict(request.input_schema).to_dict()
-        return schema.infer_schema(signature, request.reference_csv).to_dict()
+    def _input_schema(signature: ModelSignature, request: PublishRequest) -> dict[str, Any]:
+        if request.input_schema_json is None:
+            return schema.infer_schema(signature, request.reference_csv).to_dict()
+        given = schema.schema_from_json(request.input_schema_json)
+        given.check_signature(signature)
+        return given.to_dict()
 
     def _store(
         self, manifest: Manifest, files: Mapping[str, bytes], bundle: str | None

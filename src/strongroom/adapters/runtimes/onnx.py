@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import onnx.checker
 import onnxruntime as ort
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # no stubs shipped
+from google.protobuf.message import DecodeError
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from strongroom.core.registry.artifact import VerifiedArtifact
@@ -207,7 +207,7 @@ class OnnxRuntime:
         model = _parse(data)
         check_model_safety(model)
         try:
-            onnx.checker.check_model(model)
+            onnx.checker.check_model(data)  # bytes: spares a re-serialisation of the model
         except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
             raise _malformed(str(exc).splitlines()[0][:200] if str(exc) else "invalid") from exc
         return signature_of(model)

@@ -39,6 +39,10 @@ _TAR_SLACK = 64 * 1024
 """End-of-archive blocks and record padding (tar pads to 10 KiB records)."""
 _READ_CHUNK = 64 * 1024
 _MAX_NAME_LENGTH = 1024
+_EOCD = b"PK\x05\x06"
+_EOCD64 = b"PK\x06\x06"
+_EOCD64_LOCATOR = b"PK\x06\x07"
+_CENTRAL_HEADER = b"PK\x01\x02"
 _ZIP_ENCRYPTED = 0x1
 _ZIP_STRONG_ENCRYPTION = 0x40
 _ZIP_MALFORMED = (
@@ -171,8 +175,53 @@ class _Budget:
 # --- zip ----------------------------------------------------------------------------------------
 
 
+def _u16(data: bytes, pos: int) -> int:
+    return int.from_bytes(data[pos : pos + 2], "little")
+
+
+def _central_directory(data: bytes) -> tuple[int, int] | None:
+    """Start and size of the central directory, located exactly as ``zipfile`` locates it."""
+    if data[-22:-18] == _EOCD and data[-2:] == b"\0\0":
+        eocd = len(data) - 22
+    else:
+        eocd = data.rfind(_EOCD, max(0, len(data) - 22 - 0xFFFF))
+        if eocd < 0 or eocd + 22 > len(data):
+            return None
+    size = int.from_bytes(data[eocd + 12 : eocd + 16], "little")
+    start = eocd - size
+    locator = eocd - 20
+    if locator >= 0 and data[locator : locator + 4] == _EOCD64_LOCATOR:
+        record = locator - 56
+        if record < 0 or data[record : record + 4] != _EOCD64:
+            return None
+        size = int.from_bytes(data[record + 40 : record + 48], "little")
+        start = record - size
+    return (start, size) if start >= 0 else None
+
+
+def check_zip_entry_count(data: bytes, limit: int) -> None:
+    """Raise ``TooLargeError`` if the central directory lists more than ``limit`` entries.
+
+    ``zipfile`` builds a ``ZipInfo`` object for every entry before anyone can count them, so a
+    central directory of millions of 46-byte entries would exhaust memory first. This walk only
+    counts, and stops one past the limit. A directory it cannot walk is left to ``zipfile``,
+    which reads the same bytes and refuses them.
+    """
+    located = _central_directory(data)
+    if located is None:
+        return
+    pos, end = located[0], min(len(data), located[0] + located[1])
+    count = 0
+    while pos + 46 <= end and data[pos : pos + 4] == _CENTRAL_HEADER:
+        count += 1
+        if count > limit:
+            raise TooLargeError(f"archive holds more than {limit} entries")
+        pos += 46 + _u16(data, pos + 28) + _u16(data, pos + 30) + _u16(data, pos + 32)
+
+
 def _unpack_zip(data: bytes, max_total_bytes: int, max_members: int) -> dict[str, bytes]:
     budget = _Budget(max_total_bytes, max_members)
+    check_zip_entry_count(data, max_members)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = zf.infolist()

@@ -27,6 +27,7 @@ import zipfile
 from enum import StrEnum
 from types import MappingProxyType
 
+from strongroom.core.registry.archive import check_zip_entry_count
 from strongroom.errors import TooLargeError, UnsupportedFormatError
 
 
@@ -41,6 +42,10 @@ class ModelFormat(StrEnum):
 DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
 """Largest XGBoost JSON model we parse to recognise it (Python's json uses ~10x the input in
 memory); larger models should be saved as UBJ. Callers may pass their configured limit."""
+
+MAX_ZIP_MEMBERS = 100_000
+"""Most entries a zip-based model (skops: one ``.npy`` per array) may list; counted before
+``zipfile`` builds an object per entry."""
 
 CONVERSION_HINT = (
     "convert the model on your own machine to a safe format: scikit-learn -> ONNX with skl2onnx"
@@ -213,6 +218,7 @@ def _is_zlib_header(data: bytes) -> bool:
 
 def _zip_names(data: bytes) -> list[str]:
     """Member names from the central directory; nothing is decompressed."""
+    check_zip_entry_count(data, MAX_ZIP_MEMBERS)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return [info.orig_filename for info in zf.infolist()]

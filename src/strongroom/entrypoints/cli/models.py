@@ -131,7 +131,7 @@ def push(
                 primary=primary,
                 declared_format=model_format,
                 signature_bundle=bundle_text,
-                input_schema=_read_json(schema, "schema"),
+                input_schema_json=_read_side_file(schema, "schema"),
                 reference_csv=_read_side_file(reference, "reference sample"),
                 trusted_types=tuple(trusted_type or ()),
             )

@@ -17,7 +17,6 @@ opened with another context or by another provider, raises ``KeyAccessError`` or
 ``InvalidInputError`` and silently keeps the higher minimum when asked to lower it.
 """
 
-
 from __future__ import annotations
 
 import dataclasses

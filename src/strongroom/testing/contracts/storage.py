@@ -20,7 +20,6 @@ refused; stage events must concern the versions being changed; a chunk iterator 
 ``put`` gives ``StorageError``, unless it raised a Strongroom error, which passes unchanged.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
