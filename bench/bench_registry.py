@@ -1,8 +1,11 @@
 """Encrypted publish and verified load of a 200 MB model, against plain baselines, in one run.
 
 Baselines measured in the same run on the same file and disk:
-  copy      read the plaintext file and write a copy (with fsync, as publish does)
-  read+hash read the plaintext file and SHA-256 it
+  copy              read the plaintext file and write a copy (with fsync, as publish does)
+  read+hash         load the plaintext file into memory and SHA-256 it: what an unencrypted
+                    registry does to hand verified bytes to a runtime (the target's baseline)
+  read+hash stream  SHA-256 the file in 8 MiB chunks, keeping nothing (a lower bound: it
+                    never materialises the model in memory)
 
 Measured through the real service with the real adapters (SQLite, local blob files, sealed
 local keyring, ECDSA P-256 signature):
@@ -37,7 +40,8 @@ from strongroom.adapters.storage.local_fs import LocalBlobStore
 from strongroom.adapters.storage.sql import SqlMetadataStore
 from strongroom.core.crypto.signature_policy import SignaturePolicy, TrustedSigner
 from strongroom.core.registry.manifest import ModelCard
-from strongroom.services.registry import PublishRequest, RegistryLimits, RegistryService
+from strongroom.services.publishing import PublishRequest, RegistryLimits
+from strongroom.services.registry import RegistryService
 from strongroom.services.signing import generate_signing_key, sign_files
 
 CHUNK = 8 * 1024 * 1024
@@ -45,8 +49,8 @@ CHUNK = 8 * 1024 * 1024
 
 def make_onnx(size_mb: int) -> bytes:
     """A MatMul whose weight initializer is ``size_mb`` MiB of random float32."""
-    cols = 1000
-    rows = size_mb * 1024 * 1024 // (4 * cols)
+    rows = 1000  # input features: a realistic tabular width
+    cols = size_mb * 1024 * 1024 // (4 * rows)
     weight = np.random.default_rng(0).standard_normal((rows, cols), dtype=np.float32)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["input", "weight"], ["output"])],
@@ -78,6 +82,12 @@ def plain_copy(src: Path, dst: Path) -> None:
 
 
 def read_and_hash(src: Path) -> str:
+    with src.open("rb") as reader:
+        data = reader.read()
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_and_hash_stream(src: Path) -> str:
     digest = hashlib.sha256()
     with src.open("rb") as reader:
         while chunk := reader.read(CHUNK):
@@ -129,6 +139,7 @@ def main() -> None:
             single_file=True,
         )
         registry = build_registry(root, public_pem)
+        os.sync()  # no writeback of the fresh files during the timings
 
         def publish() -> None:
             registry.publish(
@@ -147,19 +158,27 @@ def main() -> None:
             "repeat": args.repeat,
             "copy_s": timed(lambda: plain_copy(source, root / "copy.onnx"), args.repeat),
             "read_hash_s": timed(lambda: read_and_hash(source), args.repeat),
+            "read_hash_stream_s": timed(lambda: read_and_hash_stream(source), args.repeat),
             "publish_s": timed(publish, args.repeat),
             "verified_load_s": timed(lambda: registry.open_verified("big", 1), args.repeat),
         }
     results["publish_vs_copy"] = results["publish_s"] / results["copy_s"]
     results["verified_load_vs_read_hash"] = results["verified_load_s"] / results["read_hash_s"]
+    results["verified_load_vs_read_hash_stream"] = (
+        results["verified_load_s"] / results["read_hash_stream_s"]
+    )
     mb = results["size_bytes"] / 1e6
     print(f"artifact: {mb:.0f} MB, median of {args.repeat}")
-    for key in ("copy_s", "read_hash_s", "publish_s", "verified_load_s"):
+    for key in ("copy_s", "read_hash_s", "read_hash_stream_s", "publish_s", "verified_load_s"):
         print(f"  {key:<18} {results[key]:8.3f} s   {mb / results[key]:8.0f} MB/s")
     print(f"  publish / copy            {results['publish_vs_copy']:.2f}x")
     print(
         f"  verified load / read+hash {results['verified_load_vs_read_hash']:.2f}x"
         "   (target <= 1.5x)"
+    )
+    print(
+        f"  verified load / streamed hash {results['verified_load_vs_read_hash_stream']:.2f}x"
+        "   (lower bound, keeps nothing in memory)"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -133,6 +133,7 @@ class Harness:
     """A registry wired with chosen adapters, plus handles on them for tampering."""
 
     registry: Any
+    lifecycle: Any
     keys_service: Any
     metadata: Any
     blobs: Any
@@ -141,7 +142,7 @@ class Harness:
 
     def publish(self, model: str, files: dict[str, bytes], **kwargs: Any) -> Any:
         from strongroom.core.registry.manifest import ModelCard
-        from strongroom.services.registry import PublishRequest
+        from strongroom.services.publishing import PublishRequest
         from strongroom.services.signing import sign_files
 
         single = kwargs.pop("single_file", len(files) == 1)
@@ -177,6 +178,7 @@ def build_harness(
         TrustedSigner,
     )
     from strongroom.services.keys import KeyService
+    from strongroom.services.lifecycle import LifecycleService
     from strongroom.services.registry import RegistryLimits, RegistryService
 
     patterns = policy.pop("patterns", ("*",))
@@ -197,6 +199,9 @@ def build_harness(
     )
     return Harness(
         registry=registry,
+        lifecycle=LifecycleService(
+            metadata=metadata, registry=registry, clock=lambda: datetime.now(UTC)
+        ),
         keys_service=KeyService(metadata=metadata, blobs=blobs, keys=key_provider),
         metadata=metadata,
         blobs=blobs,

@@ -30,7 +30,9 @@ from strongroom.core.registry.ports import BlobStore, MetadataStore
 from strongroom.core.registry.runtime import ModelRuntime
 from strongroom.errors import ConfigurationError
 from strongroom.services.keys import KeyService
-from strongroom.services.registry import RegistryLimits, RegistryService
+from strongroom.services.lifecycle import LifecycleService
+from strongroom.services.publishing import RegistryLimits
+from strongroom.services.registry import RegistryService
 
 SQL_SCHEMES = frozenset({"sqlite", "postgresql", "postgresql+psycopg", "postgres"})
 BLOB_SCHEMES = frozenset({"file"})
@@ -49,6 +51,7 @@ class Container:
     blobs: BlobStore
     key_provider: KeyProvider
     registry: RegistryService
+    lifecycle: LifecycleService
     keys: KeyService
 
 
@@ -165,6 +168,7 @@ def build_container(settings: Settings) -> Container:
         blobs=blobs,
         key_provider=keys,
         registry=registry,
+        lifecycle=LifecycleService(metadata=metadata, registry=registry, clock=utc_now),
         keys=KeyService(metadata=metadata, blobs=blobs, keys=keys),
     )
 

@@ -38,7 +38,7 @@ def test_publish_then_open_verified_returns_the_signed_bytes(fake_harness: Harne
 
 def test_loaded_model_predicts_like_the_in_process_model(fake_harness: Harness, trained_model):
     fake_harness.publish("fraud", {"model.onnx": trained_model.onnx})
-    fake_harness.registry.promote("fraud", 1, Stage.PRODUCTION, reason="go", actor="t")
+    fake_harness.lifecycle.promote("fraud", 1, Stage.PRODUCTION, reason="go", actor="t")
     loaded = fake_harness.registry.load_model("fraud")
     rows = trained_model.features[:20]
     outputs = loaded.predict({"input": rows})
@@ -94,7 +94,7 @@ def test_removing_a_signer_from_the_policy_stops_its_models_loading(trained_mode
 
 def test_signature_over_other_bytes_is_refused(fake_harness: Harness, trained_model):
     from strongroom.core.registry.manifest import ModelCard
-    from strongroom.services.registry import PublishRequest
+    from strongroom.services.publishing import PublishRequest
     from strongroom.services.signing import sign_files
 
     bundle = sign_files(
@@ -148,40 +148,40 @@ def test_invalid_model_names_are_refused(fake_harness: Harness, trained_model):
 
 
 def test_stages_promote_archive_and_rollback(fake_harness: Harness, trained_model):
-    registry = fake_harness.registry
+    registry, lifecycle = fake_harness.registry, fake_harness.lifecycle
     for _ in range(2):
         fake_harness.publish("fraud", {"model.onnx": trained_model.onnx})
-    registry.promote("fraud", 1, Stage.STAGING, reason="candidate", actor="alice")
-    registry.promote("fraud", 1, Stage.PRODUCTION, reason="approved", actor="bob")
-    registry.promote("fraud", 2, Stage.PRODUCTION, reason="better AUC", actor="bob")
+    lifecycle.promote("fraud", 1, Stage.STAGING, reason="candidate", actor="alice")
+    lifecycle.promote("fraud", 1, Stage.PRODUCTION, reason="approved", actor="bob")
+    lifecycle.promote("fraud", 2, Stage.PRODUCTION, reason="better AUC", actor="bob")
     stages = {v.record.version: v.record.stage for v in registry.list_versions("fraud")}
     assert stages == {1: Stage.ARCHIVED, 2: Stage.PRODUCTION}
 
-    events = registry.rollback("fraud", reason="false positives", actor="carol")
+    events = lifecycle.rollback("fraud", reason="false positives", actor="carol")
     assert [(e.version, e.to_stage) for e in events] == [
         (2, Stage.ARCHIVED),
         (1, Stage.PRODUCTION),
     ]
     assert registry.open_verified("fraud").version == 1
-    history = registry.history("fraud")
+    history = lifecycle.history("fraud")
     assert [e.kind for e in history][-2:] == ["replaced", "rollback"]
     assert history[-1].reason == "false positives" and history[-1].actor == "carol"
 
 
 def test_stage_rules(fake_harness: Harness, trained_model):
-    registry = fake_harness.registry
+    lifecycle = fake_harness.lifecycle
     fake_harness.publish("fraud", {"model.onnx": trained_model.onnx})
     with pytest.raises(InvalidInputError):
-        registry.promote("fraud", 1, Stage.STAGING, reason="  ", actor="a")
+        lifecycle.promote("fraud", 1, Stage.STAGING, reason="  ", actor="a")
     with pytest.raises(InvalidTransitionError):
-        registry.promote("fraud", 1, Stage.NONE, reason="x", actor="a")
+        lifecycle.promote("fraud", 1, Stage.NONE, reason="x", actor="a")
     with pytest.raises(InvalidTransitionError):
-        registry.rollback("fraud", reason="no production yet", actor="a")
-    registry.promote("fraud", 1, Stage.PRODUCTION, reason="x", actor="a")
+        lifecycle.rollback("fraud", reason="no production yet", actor="a")
+    lifecycle.promote("fraud", 1, Stage.PRODUCTION, reason="x", actor="a")
     with pytest.raises(InvalidTransitionError):
-        registry.rollback("fraud", reason="nothing earlier", actor="a")
+        lifecycle.rollback("fraud", reason="nothing earlier", actor="a")
     with pytest.raises(NotFoundError):
-        registry.promote("fraud", 9, Stage.STAGING, reason="x", actor="a")
+        lifecycle.promote("fraud", 9, Stage.STAGING, reason="x", actor="a")
 
 
 def test_a_version_that_does_not_verify_never_reaches_production(
@@ -191,7 +191,7 @@ def test_a_version_that_does_not_verify_never_reaches_production(
     (blob_id,) = fake_harness.blobs.list_ids()
     fake_harness.blobs.tamper(blob_id, lambda b: b[:-1] + bytes([b[-1] ^ 1]))
     with pytest.raises(IntegrityError):
-        fake_harness.registry.promote("fraud", 1, Stage.PRODUCTION, reason="x", actor="a")
+        fake_harness.lifecycle.promote("fraud", 1, Stage.PRODUCTION, reason="x", actor="a")
     assert fake_harness.metadata.production_version("fraud") is None
 
 

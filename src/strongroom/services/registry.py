@@ -15,67 +15,40 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from strongroom.core.crypto import envelope
 from strongroom.core.crypto.keys import KeyProvider
 from strongroom.core.crypto.signature_policy import SignaturePolicy
-from strongroom.core.registry import archive, schema
+from strongroom.core.registry import schema
 from strongroom.core.registry.artifact import VerifiedArtifact, issue_verified_artifact
 from strongroom.core.registry.formats import ModelFormat, detect_format
-from strongroom.core.registry.manifest import Manifest, ManifestFile, ModelCard, sha256_hex
+from strongroom.core.registry.manifest import Manifest, ManifestFile, sha256_hex
 from strongroom.core.registry.model import (
     ArtifactRecord,
     Stage,
-    StageEvent,
     VersionRecord,
     check_model_name,
-    check_reason,
-    check_transition,
 )
 from strongroom.core.registry.ports import BlobStore, MetadataStore
 from strongroom.core.registry.runtime import LoadedModel, ModelRuntime, ModelSignature
 from strongroom.core.types import Clock, RandomBytes
 from strongroom.errors import (
-    ConflictError,
     IntegrityError,
     InvalidInputError,
-    InvalidTransitionError,
     NotFoundError,
-    TooLargeError,
+    StrongroomError,
     UnsupportedFormatError,
+)
+from strongroom.services.publishing import (
+    PublishRequest,
+    RegistryLimits,
+    check_auxiliary,
+    check_total_size,
+    choose_primary,
 )
 
 log = logging.getLogger(__name__)
-
-AUXILIARY_SUFFIXES = frozenset({".md", ".txt", ".json", ".yaml", ".yml", ".csv"})
-"""Files that may travel with a model (cards, configs, licences). Never executed or parsed."""
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryLimits:
-    max_upload_bytes: int
-    max_archive_members: int
-    segment_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class PublishRequest:
-    model: str
-    files: Mapping[str, bytes]
-    """Relative posix path -> bytes. One file, or an unpacked archive/directory."""
-    card: ModelCard
-    actor: str
-    single_file: bool = False
-    """The upload was one file (its signature names it ``"."``, as model_signing does)."""
-    primary: str | None = None
-    declared_format: ModelFormat | None = None
-    signature_bundle: str | None = None
-    input_schema_json: bytes | None = None
-    """A user-supplied input schema (JSON); inferred from the model and sample when absent."""
-    reference_csv: bytes | None = None
-    trusted_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,24 +85,6 @@ class GcReport:
     dry_run: bool = True
 
 
-def files_from_upload(
-    filename: str, data: bytes, limits: RegistryLimits
-) -> tuple[dict[str, bytes], bool]:
-    """Turn one uploaded file into the version's files; archives are unpacked in memory."""
-    if len(data) > limits.max_upload_bytes:
-        raise TooLargeError(f"upload exceeds {limits.max_upload_bytes} bytes")
-    if archive.is_archive(filename):
-        files = archive.unpack_archive(
-            filename,
-            data,
-            max_total_bytes=limits.max_upload_bytes,
-            max_members=limits.max_archive_members,
-        )
-        return files, False
-    name = PurePosixPath(filename.replace("\\", "/")).name
-    return {name: data}, True
-
-
 class RegistryService:
     def __init__(
         self,
@@ -161,10 +116,10 @@ class RegistryService:
     def publish(self, request: PublishRequest) -> PublishResult:
         model = check_model_name(request.model)
         files = dict(request.files)
-        self._check_sizes(files)
-        primary = self._choose_primary(files, request.primary)
+        check_total_size(files, self._limits)
+        primary = choose_primary(files, request.primary)
         fmt = detect_format(primary, files[primary], request.declared_format)
-        self._check_auxiliary(files, primary)
+        check_auxiliary(files, primary)
         digests = {path: sha256_hex(data) for path, data in files.items()}
         signer = self._policy.check(model, request.signature_bundle, digests)
         warnings = self._unsigned_warnings(model, signer)
@@ -194,46 +149,6 @@ class RegistryService:
         )
         record = self._store(manifest, files, request.signature_bundle)
         return PublishResult(record=record, manifest=manifest, signer=signer, warnings=warnings)
-
-    def _check_sizes(self, files: Mapping[str, bytes]) -> None:
-        if not files:
-            raise InvalidInputError("the upload holds no files")
-        total = sum(len(data) for data in files.values())
-        if total > self._limits.max_upload_bytes:
-            raise TooLargeError(f"model files exceed {self._limits.max_upload_bytes} bytes")
-
-    @staticmethod
-    def _choose_primary(files: Mapping[str, bytes], primary: str | None) -> str:
-        if primary is not None:
-            if primary not in files:
-                raise InvalidInputError(f"primary file {primary!r} is not in the upload")
-            return primary
-        if len(files) == 1:
-            return next(iter(files))
-        candidates = [p for p in files if PurePosixPath(p).suffix.lower() not in AUXILIARY_SUFFIXES]
-        if len(candidates) != 1:
-            raise InvalidInputError(
-                "cannot tell which file is the model",
-                hint="name it with --primary (the others must be documentation or configuration)",
-            )
-        return candidates[0]
-
-    @staticmethod
-    def _check_auxiliary(files: Mapping[str, bytes], primary: str) -> None:
-        for path, data in files.items():
-            if path == primary:
-                continue
-            if PurePosixPath(path).suffix.lower() not in AUXILIARY_SUFFIXES:
-                raise UnsupportedFormatError(
-                    f"{path}: only one model file per version; other files must be "
-                    f"{', '.join(sorted(AUXILIARY_SUFFIXES))}"
-                )
-            try:
-                data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UnsupportedFormatError(
-                    f"{path}: auxiliary files must be UTF-8 text"
-                ) from None
 
     def _unsigned_warnings(self, model: str, signer: str | None) -> tuple[str, ...]:
         if signer is not None:
@@ -430,88 +345,15 @@ class RegistryService:
             raise NotFoundError(f"{model} v{version} is unsigned")
         return record.signature_bundle
 
-    def history(self, model: str) -> list[StageEvent]:
-        return self._metadata.stage_history(check_model_name(model))
-
-    # --- lifecycle ------------------------------------------------------------------------------
-
-    def promote(
-        self, model: str, version: int, target: Stage, *, reason: str, actor: str
-    ) -> list[StageEvent]:
-        """Move a version to ``target``. Promoting to production verifies the version first
-        (a version that cannot be opened never reaches production) and archives the current
-        production version in the same transaction."""
-        reason = check_reason(reason)
-        record = self._metadata.get_version(check_model_name(model), version)
-        check_transition(record.stage, target)
-        if target == Stage.PRODUCTION:
-            self.open_verified(model, version)
-        return self._move(record, target, reason=reason, actor=actor, kind="promote")
-
-    def rollback(self, model: str, *, reason: str, actor: str) -> list[StageEvent]:
-        """Put back in production the version that was there before the current one."""
-        reason = check_reason(reason)
-        model = check_model_name(model)
-        current = self._metadata.production_version(model)
-        if current is None:
-            raise InvalidTransitionError(f"model {model!r} has no production version to roll back")
-        previous = self._previous_production(model, current)
-        record = self._metadata.get_version(model, previous)
-        self.open_verified(model, previous)
-        return self._move(record, Stage.PRODUCTION, reason=reason, actor=actor, kind="rollback")
-
-    def _previous_production(self, model: str, current: int) -> int:
-        promoted = [
-            e.version
-            for e in self._metadata.stage_history(model)
-            if e.to_stage == Stage.PRODUCTION and e.kind in {"promote", "rollback"}
-        ]
-        while promoted and promoted[-1] == current:
-            promoted.pop()
-        if not promoted:
-            raise InvalidTransitionError(f"no earlier production version of {model!r} exists")
-        return promoted[-1]
-
-    def _move(
-        self, record: VersionRecord, target: Stage, *, reason: str, actor: str, kind: str
-    ) -> list[StageEvent]:
-        now = self._clock()
-        events = [
-            StageEvent(record.model, record.version, record.stage, target, reason, actor, now, kind)
-        ]
-        replace = None
-        if target == Stage.PRODUCTION:
-            replace = self._metadata.production_version(record.model)
-            if replace is not None:
-                events.insert(
-                    0,
-                    StageEvent(
-                        record.model,
-                        replace,
-                        Stage.PRODUCTION,
-                        Stage.ARCHIVED,
-                        reason,
-                        actor,
-                        now,
-                        "replaced",
-                    ),
-                )
-        self._metadata.change_stage(
-            record.model, record.version, record.stage, target, events, replace_production=replace
-        )
-        return events
-
     # --- maintenance ----------------------------------------------------------------------------
 
-    def verify_all(self) -> Iterator[tuple[str, int, Exception | None]]:
+    def verify_all(self) -> Iterator[tuple[str, int, StrongroomError | None]]:
         """Open every version; yields ``(model, version, error or None)``."""
         for model in self._metadata.list_models():
             for record in self._metadata.list_versions(model):
                 try:
                     self.open_verified(model, record.version)
-                except (IntegrityError, ConflictError, NotFoundError) as exc:
-                    yield model, record.version, exc
-                except Exception as exc:  # noqa: BLE001 - report every failure, keep going
+                except StrongroomError as exc:  # report every failure and keep going
                     yield model, record.version, exc
                 else:
                     yield model, record.version, None

@@ -43,7 +43,7 @@ class KeyVersionInfo:
 
 
 class KeyProvider(Protocol):
-    """Port implemented by ``adapters.kms.*`` and by ``testing.fakes.FakeKeyProvider``."""
+    """Port implemented by ``adapters.kms.*`` and by ``testing.fake_keys.FakeKeyProvider``."""
 
     @property
     def key_id(self) -> str:

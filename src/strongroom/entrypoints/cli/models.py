@@ -15,7 +15,8 @@ from strongroom.core.registry.manifest import ModelCard
 from strongroom.core.registry.model import Stage
 from strongroom.entrypoints.cli.uploads import read_upload
 from strongroom.errors import InvalidInputError
-from strongroom.services.registry import PublishRequest, VersionView
+from strongroom.services.publishing import PublishRequest
+from strongroom.services.registry import VersionView
 from strongroom.services.signing import sign_files
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ def show(
             "actor": e.actor,
             "at": e.at.isoformat(),
         }
-        for e in registry.history(name)
+        for e in state.container.lifecycle.history(name)
         if e.version == view.record.version
     ]
     data = {**version_dict(view), "history": history}
@@ -240,7 +241,7 @@ def promote(
 ) -> None:
     """Move a version to staging, production or archived (production is verified first)."""
     state: CliState = ctx.obj
-    events = state.container.registry.promote(
+    events = state.container.lifecycle.promote(
         name, version, to, reason=reason, actor=default_actor()
     )
     _emit_events(state, events)
@@ -254,7 +255,7 @@ def rollback(
 ) -> None:
     """Put back in production the version that served before the current one."""
     state: CliState = ctx.obj
-    events = state.container.registry.rollback(name, reason=reason, actor=default_actor())
+    events = state.container.lifecycle.rollback(name, reason=reason, actor=default_actor())
     _emit_events(state, events)
 
 

@@ -24,7 +24,7 @@ from strongroom.config import CONFIG_FILE_NAME, load_settings
 from strongroom.core.registry.manifest import ModelCard
 from strongroom.core.registry.model import Stage
 from strongroom.errors import MissingExtraError
-from strongroom.services.registry import PublishRequest
+from strongroom.services.publishing import PublishRequest
 from strongroom.services.signing import generate_signing_key, sign_files
 
 if TYPE_CHECKING:
@@ -185,10 +185,11 @@ def quickstart(
         )
     )
     version = result.record.version
-    registry.promote(
+    lifecycle = state.container.lifecycle
+    lifecycle.promote(
         MODEL_NAME, version, Stage.STAGING, reason="quickstart", actor="cli:quickstart"
     )
-    registry.promote(
+    lifecycle.promote(
         MODEL_NAME, version, Stage.PRODUCTION, reason="quickstart", actor="cli:quickstart"
     )
     out.note(f"pushed and promoted {MODEL_NAME} v{version} to production")

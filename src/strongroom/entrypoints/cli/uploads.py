@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 from strongroom.errors import InvalidInputError, TooLargeError, UnsafeArchiveError
-from strongroom.services.registry import RegistryLimits, files_from_upload
+from strongroom.services.publishing import RegistryLimits, files_from_upload
 
 IGNORED_NAMES = frozenset({".git", ".github", ".gitignore", ".gitattributes"})
 
