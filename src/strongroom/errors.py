@@ -138,6 +138,24 @@ class KeyAccessError(SecurityError):
         super().__init__(message)
 
 
+class AuthenticationError(SecurityError):
+    """The caller could not be authenticated. Never says which check failed."""
+
+    code = "auth.unauthenticated"
+
+    def __init__(self, message: str = "authentication failed") -> None:
+        super().__init__(message)
+
+
+class ForbiddenError(SecurityError):
+    """The authenticated caller may not do this. Never says which rule refused."""
+
+    code = "auth.forbidden"
+
+    def __init__(self, message: str = "forbidden") -> None:
+        super().__init__(message)
+
+
 # --- infrastructure -----------------------------------------------------------------------------
 
 

@@ -136,6 +136,9 @@ def test_errors_are_clear_and_mapped_to_exit_codes(instance: Path, tmp_path: Pat
     )
     assert "security.signature" in other.stderr, "signer not allowed for credit*"
 
+    usage = cli(home, "model", "promote", "fraud", "1", "--to", "bogus", "--reason", "x", expect=2)
+    assert "--to" in usage.stderr
+
     missing = cli_json(home, "model", "show", "nope", expect=4)
     assert missing["error"]["code"] == "registry.not_found"
 

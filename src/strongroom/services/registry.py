@@ -295,6 +295,7 @@ class RegistryService:
             return version
         production = self._metadata.production_version(check_model_name(model))
         if production is None:
+            self._metadata.list_versions(model)  # NotFoundError names an unknown model
             raise NotFoundError(f"model {model!r} has no production version")
         return production
 

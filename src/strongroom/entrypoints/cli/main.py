@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from strongroom import __version__, bootstrap
@@ -112,20 +111,21 @@ app.command(name="quickstart")(quickstart.quickstart)
 
 
 def run() -> None:
-    """Console-script entry point: the one error boundary of the CLI."""
+    """Console-script entry point: the one error boundary of the CLI.
+
+    Typer's standalone mode handles usage errors (exit 2), ``--help`` and ``typer.Exit``;
+    everything Strongroom raises on purpose becomes its stable code and exit status here, and
+    anything else a one-line internal error, never a traceback.
+    """
     output = Output(json_mode="--json" in sys.argv[1:])
     try:
-        result = app(standalone_mode=False)
+        app()
     except StrongroomError as error:
         sys.exit(output.error(error))
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        output.errors.print("aborted")
-        sys.exit(EXIT_FAILURE)
     except Exception as exc:
-        logging.getLogger("strongroom").debug("unexpected error", exc_info=True)
-        output.errors.print(f"error [internal]: unexpected {type(exc).__name__}; run with -v")
+        logging.getLogger("strongroom").info("unexpected error", exc_info=True)
+        output.errors.print(
+            f"error [internal]: unexpected {type(exc).__name__}; run with -v for details",
+            markup=False,
+        )
         sys.exit(EXIT_FAILURE)
-    sys.exit(result if isinstance(result, int) else 0)
