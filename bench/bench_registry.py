@@ -134,7 +134,7 @@ def main() -> None:
         private_pem, public_pem = generate_signing_key()
         bundle = sign_files(
             {"model.onnx": data},
-            subject_name="model.onnx",
+            subject_name="big",
             private_key_pem=private_pem,
             single_file=True,
         )

@@ -188,14 +188,20 @@ def initialise(settings: Settings) -> InitResult:
     deployments supply their own through ``STRONGROOM_KEYRING_PASSPHRASE_FILE``.
     """
     home = settings.home
+    if keyring_path(settings).exists():
+        raise ConfigurationError(
+            f"{home} is already initialised (its keyring exists)",
+            hint="use another --home, or keep using this instance",
+        )
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     generated = None
     if settings.keyring_passphrase is None and settings.keyring_passphrase_file is None:
         generated = home / "secrets" / "keyring-passphrase"
         generated.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
+        if not generated.exists():  # else: left by an init that failed before the keyring
+            fd = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(secrets.token_urlsafe(32) + "\n")
         settings = settings.model_copy(update={"keyring_passphrase_file": generated})
     path = keyring_path(settings)
     LocalKeyring.create(

@@ -151,7 +151,10 @@ def read_secret_file(path: Path) -> str:
         raise ConfigurationError(f"cannot read secret file {path}: {exc.strerror}") from exc
     if len(data) > _MAX_SECRET_FILE_BYTES:
         raise ConfigurationError(f"secret file {path} is too large")
-    return data.decode("utf-8").rstrip("\r\n")
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"secret file {path} is not UTF-8 text") from None
 
 
 def _config_file(home: Path | None = None) -> Path | None:

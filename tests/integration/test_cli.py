@@ -93,7 +93,14 @@ def test_push_promote_verify_rotate_export(instance: Path, tmp_path: Path):
     assert shown["version"] == 1 and shown["history"][-1]["kind"] == "rollback"
 
     rotated = cli_json(home, "keys", "rotate", "--retire-old")
-    assert rotated == {"new_version": 2, "rewrapped": 2, "already_current": 0, "retired_below": 2}
+    assert rotated == {
+        "new_version": 2,
+        "rewrapped": 2,
+        "already_current": 0,
+        "retired_below": 2,
+        "retire_refused": None,
+        "failures": [],
+    }
     verified = cli_json(home, "model", "verify", "--all")
     assert [v["ok"] for v in verified] == [True, True]
 
@@ -106,7 +113,7 @@ def test_push_promote_verify_rotate_export(instance: Path, tmp_path: Path):
     ).verify(tmp_path / "model.onnx", sig)
 
     gc = cli_json(home, "registry", "gc")
-    assert gc == {"dry_run": True, "orphan_blobs": [], "temporaries_removed": 0}
+    assert gc == {"dry_run": True, "orphan_blobs": [], "temporaries_removed": 0, "too_young": 0}
 
 
 @pytest.mark.slow
@@ -175,3 +182,48 @@ def test_quickstart_runs_end_to_end_and_again(tmp_path: Path):
     assert second["version"] == 2 and second["predictions_match_in_process_model"] is True
     listed = cli_json(home, "model", "list", "fraud")
     assert [v["stage"] for v in listed] == ["archived", "production"]
+
+
+@pytest.mark.slow
+def test_edge_cases_get_mapped_errors_not_internal_ones(instance: Path, tmp_path: Path):
+    home = instance
+    again = cli(home, "init", expect=7)
+    assert "already initialised" in again.stderr
+
+    bad_sig = tmp_path / "bad.sig"
+    bad_sig.write_bytes(b"\xff\xfe not utf-8")
+    not_utf8 = cli(
+        home,
+        "model",
+        "push",
+        "fraud",
+        str(tmp_path / "model.onnx"),
+        "--signature",
+        str(bad_sig),
+        "--owner",
+        "x",
+        expect=3,
+    )
+    assert "not UTF-8" in not_utf8.stderr
+
+    cli(home, "model", "show", "fraud", "99999999999999999999", expect=2)
+
+    model_dir = tmp_path / "model-dir"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes((tmp_path / "model.onnx").read_bytes())
+    (model_dir / "notes.md").symlink_to("/etc/passwd")
+    linked = cli(
+        home,
+        "model",
+        "push",
+        "fraud",
+        str(model_dir),
+        "--owner",
+        "x",
+        "--sign-key",
+        str(tmp_path / "signer.pem"),
+        expect=3,
+    )
+    assert "symbolic link" in linked.stderr
+    for result in (again, not_utf8, linked):
+        assert "internal" not in result.stderr

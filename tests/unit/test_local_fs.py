@@ -167,3 +167,26 @@ def test_opened_file_is_closed_after_use(store: LocalBlobStore) -> None:
     with store.open(BLOB) as source:
         assert source.read() == b"abc"
     assert source.closed
+
+
+def test_temporaries_are_counted_and_removed_only_when_old(tmp_path):
+    import os
+    from datetime import UTC, datetime, timedelta
+
+    from strongroom.adapters.storage.local_fs import TEMP_PREFIX, LocalBlobStore
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("ab" * 16, [b"x"])
+    crashed = tmp_path / "blobs" / "ab" / f"{TEMP_PREFIX}{'ab' * 16}-dead"
+    crashed.write_bytes(b"half-written envelope")
+    assert store.count_temporaries() == 1
+    assert store.list_ids() == ["ab" * 16]
+
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    assert store.remove_stale_temporaries(older_than=an_hour_ago) == 0, "fresh: maybe in flight"
+    assert crashed.exists()
+    old = (an_hour_ago - timedelta(minutes=5)).timestamp()
+    os.utime(crashed, (old, old))
+    assert store.remove_stale_temporaries(older_than=an_hour_ago) == 1
+    assert not crashed.exists()
+    assert store.count_temporaries() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -211,11 +212,18 @@ def test_failed_commit_leaves_no_blobs(signer, trained_model):
     assert blobs.list_ids() == []
 
 
-def test_gc_removes_orphans_only(fake_harness: Harness, trained_model):
+def test_gc_removes_old_orphans_only(fake_harness: Harness, trained_model):
     fake_harness.publish("fraud", {"model.onnx": trained_model.onnx})
     (kept,) = fake_harness.blobs.list_ids()
     orphan = "ab" * 16
     fake_harness.blobs.put(orphan, [b"left by a crashed publish"])
+
+    young = fake_harness.registry.collect_garbage(dry_run=False)  # default: older than 1 h
+    assert young.orphan_blobs == []
+    assert young.too_young == 1, "a fresh blob may belong to a publish in flight"
+    assert fake_harness.blobs.exists(orphan)
+
+    fake_harness.blobs.modified[orphan] -= timedelta(hours=2)
     dry = fake_harness.registry.collect_garbage(dry_run=True)
     assert dry.orphan_blobs == [orphan]
     assert fake_harness.blobs.exists(orphan)
@@ -259,3 +267,46 @@ def test_verified_artifact_cannot_be_built_without_the_token():
             input_schema={},
             signer=None,
         )
+
+
+def test_repeated_rollback_steps_back_never_forward(fake_harness: Harness, trained_model):
+    lifecycle = fake_harness.lifecycle
+    for version in (1, 2, 3):
+        fake_harness.publish("fraud", {"model.onnx": trained_model.onnx})
+        lifecycle.promote("fraud", version, Stage.PRODUCTION, reason="release", actor="a")
+    lifecycle.rollback("fraud", reason="v3 bad", actor="a")
+    assert fake_harness.metadata.production_version("fraud") == 2
+    lifecycle.rollback("fraud", reason="v2 bad too", actor="a")
+    assert fake_harness.metadata.production_version("fraud") == 1, "not back to the bad v3"
+    with pytest.raises(InvalidTransitionError):
+        lifecycle.rollback("fraud", reason="nothing earlier", actor="a")
+
+
+def test_signature_for_another_model_is_not_replayable(fake_harness: Harness, trained_model):
+    """A signer trusted for fraud-* signs fraud-us; that bundle must not publish fraud-eu."""
+    from strongroom.core.registry.manifest import ModelCard
+    from strongroom.services.publishing import PublishRequest
+    from strongroom.services.signing import sign_files
+
+    files = {"model.onnx": trained_model.onnx}
+    bundle = sign_files(
+        files,
+        subject_name="fraud-us",
+        private_key_pem=fake_harness.signer.private_pem,
+        single_file=True,
+    )
+    for model, accepted in (("fraud-us", True), ("fraud-eu", False)):
+        request = PublishRequest(
+            model=model,
+            files=files,
+            card=ModelCard(owner="t"),
+            actor="t",
+            single_file=True,
+            signature_bundle=bundle,
+        )
+        if accepted:
+            fake_harness.registry.publish(request)
+        else:
+            with pytest.raises(SignatureError):
+                fake_harness.registry.publish(request)
+    assert fake_harness.registry.list_models() == ["fraud-us"]

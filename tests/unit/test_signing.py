@@ -473,7 +473,34 @@ def test_policy_accepts_covered_signer(alice: bytes, mallory: bytes, bundle: str
         )
     )
     assert policy.check("fraud-detector", bundle, FILES) == "alice"
-    assert policy.check("churn", bundle, FILES) == "alice"
+    churn = sign_model(FILES, subject_name="churn.onnx", private_key_pem=alice)
+    assert policy.check("churn", churn, FILES) == "alice"
+
+
+@pytest.mark.parametrize(
+    ("subject", "model", "accepted"),
+    [
+        ("fraud-us", "fraud-us", True),
+        ("fraud-us.onnx", "fraud-us", True),
+        ("fraud-us.tar.gz", "fraud-us", True),
+        ("fraud-us", "fraud-eu", False),
+        ("fraud-us.onnx", "fraud-u", False),
+        ("fraud-us.pkl", "fraud-us", False),
+        ("fraud-us.onnx.onnx", "fraud-us", False),
+        ("x/fraud-us", "fraud-us", False),
+    ],
+)
+def test_policy_binds_the_signed_subject_to_the_model(
+    alice: bytes, subject: str, model: str, accepted: bool
+) -> None:
+    """A bundle signed for one model cannot be replayed for another the signer may sign."""
+    policy = SignaturePolicy((TrustedSigner("alice", pub(alice), ("fraud-*",)),))
+    bundle = sign_model(FILES, subject_name=subject, private_key_pem=alice)
+    if accepted:
+        assert policy.check(model, bundle, FILES) == "alice"
+    else:
+        with pytest.raises(SignatureError):
+            policy.check(model, bundle, FILES)
 
 
 @pytest.mark.parametrize("model", ["churn-v2", "Fraud-x", "fraud"])

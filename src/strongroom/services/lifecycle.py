@@ -58,16 +58,21 @@ class LifecycleService:
         return self._move(record, Stage.PRODUCTION, reason=reason, actor=actor, kind="rollback")
 
     def _previous_production(self, model: str, current: int) -> int:
-        promoted = [
-            e.version
-            for e in self._metadata.stage_history(model)
-            if e.to_stage == Stage.PRODUCTION and e.kind in {"promote", "rollback"}
-        ]
-        while promoted and promoted[-1] == current:
-            promoted.pop()
-        if not promoted:
+        """The version in production before ``current``, with stack semantics: a promotion
+        pushes, a rollback pops the version it rolled back from. Rolling back twice goes two
+        steps back, never forward again to the version just rolled back."""
+        stack: list[int] = []
+        for event in self._metadata.stage_history(model):
+            if event.to_stage != Stage.PRODUCTION:
+                continue
+            if event.kind == "rollback" and stack:
+                stack.pop()
+                if stack and stack[-1] == event.version:
+                    continue
+            stack.append(event.version)
+        if not stack or stack[-1] != current or len(stack) < 2:  # noqa: PLR2004
             raise InvalidTransitionError(f"no earlier production version of {model!r} exists")
-        return promoted[-1]
+        return stack[-2]
 
     def _move(
         self, record: VersionRecord, target: Stage, *, reason: str, actor: str, kind: str

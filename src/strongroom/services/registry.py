@@ -13,8 +13,9 @@ metadata row last, in one transaction. A crash in between leaves only unreferenc
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from strongroom.core.crypto import envelope
@@ -78,10 +79,15 @@ class StoredArtifact:
     segment_size: int
 
 
+DEFAULT_GC_MIN_AGE = timedelta(hours=1)
+
+
 @dataclass(slots=True)
 class GcReport:
     orphan_blobs: list[str] = field(default_factory=list)
     temporaries_removed: int = 0
+    too_young: int = 0
+    """Unreferenced blobs left alone because they may belong to a publish in flight."""
     dry_run: bool = True
 
 
@@ -127,6 +133,7 @@ class RegistryService:
         signature = runtime.validate(fmt, files[primary], request.trusted_types)
         input_schema = self._input_schema(signature, request)
         version = self._metadata.next_version(model)
+        created_at = self._clock()
         manifest = Manifest(
             model=model,
             version=version,
@@ -144,10 +151,10 @@ class RegistryService:
                 if request.signature_bundle is not None
                 else None
             ),
-            created_at=self._clock().isoformat(),
+            created_at=created_at.isoformat(),
             created_by=request.actor,
         )
-        record = self._store(manifest, files, request.signature_bundle)
+        record = self._store(manifest, files, request.signature_bundle, created_at)
         return PublishResult(record=record, manifest=manifest, signer=signer, warnings=warnings)
 
     def _unsigned_warnings(self, model: str, signer: str | None) -> tuple[str, ...]:
@@ -175,19 +182,20 @@ class RegistryService:
         return given.to_dict()
 
     def _store(
-        self, manifest: Manifest, files: Mapping[str, bytes], bundle: str | None
+        self,
+        manifest: Manifest,
+        files: Mapping[str, bytes],
+        bundle: str | None,
+        created_at: datetime,
     ) -> VersionRecord:
+        """Write every file's envelope, then commit the version; undo the blobs on failure."""
         digest = manifest.digest()
+        written: list[str] = []
         artifacts: list[ArtifactRecord] = []
         try:
             for entry in manifest.files:
                 blob_id = self._random(16).hex()
-                context = envelope.EnvelopeContext(
-                    model=manifest.model,
-                    version=manifest.version,
-                    path=entry.path,
-                    manifest_digest=digest,
-                )
+                context = self._context(manifest, entry.path, digest)
                 self._blobs.put(
                     blob_id,
                     envelope.encrypt(
@@ -198,14 +206,10 @@ class RegistryService:
                         segment_size=self._limits.segment_size,
                     ),
                 )
+                written.append(blob_id)
+                key_version = self._check_still_unwraps(blob_id, context)
                 artifacts.append(
-                    ArtifactRecord(
-                        path=entry.path,
-                        blob_id=blob_id,
-                        size=entry.size,
-                        sha256=entry.sha256,
-                        key_version=self._keys.current_version(),
-                    )
+                    ArtifactRecord(entry.path, blob_id, entry.size, entry.sha256, key_version)
                 )
             record = VersionRecord(
                 model=manifest.model,
@@ -214,16 +218,31 @@ class RegistryService:
                 manifest_json=manifest.canonical_json(),
                 manifest_digest=digest,
                 signature_bundle=bundle,
-                created_at=self._clock(),
+                created_at=created_at,
                 created_by=manifest.created_by,
                 artifacts=tuple(artifacts),
             )
             self._metadata.add_version(record)
         except BaseException:
-            for artifact in artifacts:
-                self._blobs.delete(artifact.blob_id)
+            for blob_id in written:
+                self._blobs.delete(blob_id)
             raise
         return record
+
+    def _check_still_unwraps(self, blob_id: str, context: envelope.EnvelopeContext) -> int:
+        """Return the KEK version recorded in the written header, after checking it still
+        unwraps: a key retirement that raced this publish makes the publish fail cleanly
+        instead of committing a version nobody can decrypt."""
+        with self._blobs.open(blob_id) as source:
+            wrapped = envelope.read_header(source).wrapped_key
+        self._keys.unwrap(wrapped, context.to_bytes())
+        return wrapped.version
+
+    @staticmethod
+    def _context(manifest: Manifest, path: str, digest: str) -> envelope.EnvelopeContext:
+        return envelope.EnvelopeContext(
+            model=manifest.model, version=manifest.version, path=path, manifest_digest=digest
+        )
 
     # --- the one path from bytes to a model -----------------------------------------------------
 
@@ -249,7 +268,8 @@ class RegistryService:
 
     @staticmethod
     def verified_manifest(record: VersionRecord) -> Manifest:
-        """Parse the stored manifest and cross-check every indexed column against it."""
+        """Parse the stored manifest and cross-check every indexed column against it
+        (all but ``stage``, which changes by design, and ``key_version``, a rotation index)."""
         manifest = Manifest.from_json(record.manifest_json)
         by_path = {f.path: f for f in manifest.files}
         consistent = (
@@ -257,6 +277,7 @@ class RegistryService:
             and manifest.version == record.version
             and manifest.digest() == record.manifest_digest
             and manifest.created_by == record.created_by
+            and manifest.created_at == record.created_at.isoformat()
             and set(by_path) == {a.path for a in record.artifacts}
             and all(
                 by_path[a.path].sha256 == a.sha256 and by_path[a.path].size == a.size
@@ -270,18 +291,16 @@ class RegistryService:
         return manifest
 
     def _open_file(self, manifest: Manifest, artifact: ArtifactRecord) -> bytes:
-        context = envelope.EnvelopeContext(
-            model=manifest.model,
-            version=manifest.version,
-            path=artifact.path,
-            manifest_digest=manifest.digest(),
-        )
+        """Decrypt one file and check it against the manifest.
+
+        ``artifact.key_version`` is deliberately not compared with the header: it is an index
+        for rotation, not a security field (the KEK version is authenticated by the wrapping
+        AEAD), and rotation updates the blob before the index, so a strict comparison would
+        fail every load of a version while its keys are being re-wrapped.
+        """
+        context = self._context(manifest, artifact.path, manifest.digest())
         try:
             with self._blobs.open(artifact.blob_id) as source:
-                header = envelope.read_header(source)
-                if header.wrapped_key.version != artifact.key_version:
-                    raise IntegrityError
-                source.seek(0)
                 data, digest = envelope.decrypt_and_hash(source, keys=self._keys, context=context)
         except (NotFoundError, InvalidInputError) as exc:
             # A missing blob or a blob id the store refuses: the metadata was altered.
@@ -360,22 +379,28 @@ class RegistryService:
                     yield model, record.version, None
 
     def collect_garbage(
-        self, *, dry_run: bool = True, on_blob: Callable[[str], None] | None = None
+        self, *, dry_run: bool = True, min_age: timedelta = DEFAULT_GC_MIN_AGE
     ) -> GcReport:
         """Remove blobs no version references, and temporaries of interrupted writes.
 
-        Run it when no publish is in flight (a publish writes its blobs before its metadata).
+        Only blobs and temporaries last written more than ``min_age`` ago are touched: a
+        publish writes its blobs before its metadata, so a younger unreferenced blob may belong
+        to a publish still in flight.
         """
+        if min_age < timedelta(0):
+            raise InvalidInputError("the minimum age cannot be negative")
+        cutoff = self._clock() - min_age
         referenced = {artifact.blob_id for _, _, artifact in self._metadata.iter_artifacts()}
         report = GcReport(dry_run=dry_run)
         for blob_id in self._blobs.list_ids():
             if blob_id in referenced:
                 continue
+            if self._blobs.modified_at(blob_id) > cutoff:
+                report.too_young += 1
+                continue
             report.orphan_blobs.append(blob_id)
             if not dry_run:
                 self._blobs.delete(blob_id)
-                if on_blob is not None:
-                    on_blob(blob_id)
         if not dry_run:
-            report.temporaries_removed = self._blobs.remove_stale_temporaries()
+            report.temporaries_removed = self._blobs.remove_stale_temporaries(older_than=cutoff)
         return report

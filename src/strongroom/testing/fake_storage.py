@@ -41,6 +41,10 @@ from strongroom.errors import (
 _BLOB_ID_RE = re.compile(f"[0-9a-f]{{{BLOB_ID_HEX_LENGTH}}}")
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _check_blob_id(blob_id: str) -> str:
     if not isinstance(blob_id, str) or not _BLOB_ID_RE.fullmatch(blob_id):
         raise InvalidInputError("blob ids are 32 lower-case hexadecimal characters")
@@ -214,9 +218,11 @@ class InMemoryMetadataStore:
 class InMemoryBlobStore:
     """``BlobStore`` in a dictionary; ``raw`` and ``tamper`` are for tests (module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self.raw: dict[str, bytes] = {}
+        self.modified: dict[str, datetime] = {}
 
     def put(self, blob_id: str, chunks: Iterable[bytes]) -> int:
         _check_blob_id(blob_id)
@@ -230,6 +236,7 @@ class InMemoryBlobStore:
             raise StorageError("writing a blob failed; the stored blob is unchanged") from exc
         with self._lock:
             self.raw[blob_id] = bytes(buffer)
+            self.modified[blob_id] = self._clock()
         return len(buffer)
 
     def open(self, blob_id: str) -> AbstractContextManager[BinaryIO]:
@@ -249,13 +256,26 @@ class InMemoryBlobStore:
         _check_blob_id(blob_id)
         with self._lock:
             self.raw.pop(blob_id, None)
+            self.modified.pop(blob_id, None)
 
     def list_ids(self) -> list[str]:
         with self._lock:
             return sorted(self.raw)
 
-    def remove_stale_temporaries(self) -> int:
+    def modified_at(self, blob_id: str) -> datetime:
+        _check_blob_id(blob_id)
+        with self._lock:
+            if blob_id not in self.modified:
+                raise NotFoundError(f"no blob {blob_id}")
+            return self.modified[blob_id]
+
+    def count_temporaries(self) -> int:
+        """Writes are atomic in memory: there are never temporaries."""
+        return 0
+
+    def remove_stale_temporaries(self, older_than: datetime | None = None) -> int:
         """Writes are atomic in memory: there are never temporaries to remove."""
+        del older_than
         return 0
 
     def tamper(self, blob_id: str, change: Callable[[bytes], bytes]) -> None:

@@ -14,8 +14,9 @@ Invariants:
   the directory. Readers see the old blob or the new one, never a mix; a reader that opened the
   old blob keeps reading the old bytes. A failed write removes its temporary; a crash leaves at
   most a temporary, which ``remove_stale_temporaries`` deletes.
-* ``remove_stale_temporaries`` removes *every* temporary: run it when no write is in flight (an
-  interrupted ``put`` then fails with ``StorageError``, it never publishes a partial blob).
+* ``remove_stale_temporaries(older_than)`` removes temporaries last modified before
+  ``older_than`` (every one when it is None); a ``put`` whose temporary was removed fails with
+  ``StorageError``, it never publishes a partial blob.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,6 +51,13 @@ def _check_blob_id(blob_id: str) -> str:
     if not isinstance(blob_id, str) or not _BLOB_ID_RE.fullmatch(blob_id):
         raise InvalidInputError("blob ids are 32 lower-case hexadecimal characters")
     return blob_id
+
+
+def _mtime(path: Path) -> datetime:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        return datetime.max.replace(tzinfo=UTC)  # gone or unreadable: never "stale"
 
 
 def _fsync_directory(path: Path) -> None:
@@ -159,10 +168,24 @@ class LocalBlobStore:
             if _BLOB_ID_RE.fullmatch(path.name) and path.name[:2] == path.parent.name
         )
 
-    def remove_stale_temporaries(self) -> int:
+    def modified_at(self, blob_id: str) -> datetime:
+        try:
+            mtime = self._path(blob_id).stat().st_mtime
+        except FileNotFoundError:
+            raise NotFoundError(f"no blob {blob_id}") from None
+        except OSError as exc:
+            raise StorageError("cannot read from the blob store") from exc
+        return datetime.fromtimestamp(mtime, UTC)
+
+    def count_temporaries(self) -> int:
+        return sum(1 for path in self._fanout_entries() if path.name.startswith(TEMP_PREFIX))
+
+    def remove_stale_temporaries(self, older_than: datetime | None = None) -> int:
         removed = 0
         for path in self._fanout_entries():
             if path.name.startswith(TEMP_PREFIX):
+                if older_than is not None and _mtime(path) >= older_than:
+                    continue
                 try:
                     path.unlink()
                 except FileNotFoundError:

@@ -109,5 +109,33 @@ class SignaturePolicy:
         if not signer.covers(model):
             detail = f"signer {signer_name!r} may not sign model {model!r}"
             raise SignatureError from SignatureDetail(detail)
+        if not subject_names_model(statement.subject_name, model):
+            detail = f"signature subject {statement.subject_name!r} is not model {model!r}"
+            raise SignatureError from SignatureDetail(detail)
         check_files_match(statement, files)
         return signer_name
+
+
+SUBJECT_SUFFIXES: Final = (
+    ".onnx",
+    ".skops",
+    ".ubj",
+    ".json",
+    ".txt",
+    ".zip",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+)
+"""A subject may name the model as a file: ``fraud.onnx`` signs model ``fraud``."""
+
+
+def subject_names_model(subject: str, model: str) -> bool:
+    """Whether a signed subject names ``model``: the model name itself (a signed directory
+    named after the model) or the model name plus a model-file suffix (a signed file).
+
+    Binding the subject stops a bundle signed for one model from being replayed for another
+    model that the same signer may sign (``model_signing`` signs the directory or file name as
+    the subject but never checks it).
+    """
+    return subject == model or any(subject == model + suffix for suffix in SUBJECT_SUFFIXES)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import BinaryIO, Protocol
 
 from strongroom.core.registry.model import ArtifactRecord, Stage, StageEvent, VersionRecord
@@ -101,6 +102,15 @@ class BlobStore(Protocol):
 
     def list_ids(self) -> list[str]: ...
 
-    def remove_stale_temporaries(self) -> int:
-        """Remove temporaries left by interrupted writes; return how many."""
+    def modified_at(self, blob_id: str) -> datetime:
+        """When the blob was last written (aware UTC). ``NotFoundError`` if absent."""
+        ...
+
+    def count_temporaries(self) -> int:
+        """Temporaries of writes in flight or interrupted (0 for stores with atomic puts)."""
+        ...
+
+    def remove_stale_temporaries(self, older_than: datetime | None = None) -> int:
+        """Remove temporaries last written before ``older_than`` (all when None); return how
+        many."""
         ...

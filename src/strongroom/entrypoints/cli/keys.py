@@ -8,6 +8,8 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
+from strongroom.entrypoints.cli.output import EXIT_CONFLICT, EXIT_SECURITY
+
 if TYPE_CHECKING:
     from strongroom.entrypoints.cli.main import CliState
 
@@ -18,7 +20,7 @@ app = typer.Typer(help="Key-encryption keys: list, rotate, retire.", no_args_is_
 def list_(ctx: typer.Context) -> None:
     """List KEK versions and how many artifacts each one wraps."""
     state: CliState = ctx.obj
-    usage = state.container.keys.list()
+    usage = state.container.keys.usage()
     table = Table("key", "version", "created", "state", "artifacts")
     rows = []
     for item in usage:
@@ -60,17 +62,35 @@ def rotate(
             progress.update(task, completed=done, total=total)
 
         report = service.rotate(retire_old=retire_old, on_progress=advance)
+    failures = [
+        {"model": f.model, "version": f.version, "path": f.path, "error": f.code}
+        for f in report.failures
+    ]
+    summary = f"key version {report.new_version.version} is current; re-wrapped "
+    summary += f"{report.rewrapped} data keys"
+    if report.retired_below:
+        summary += f"; versions below {report.retired_below} retired"
     state.output.emit(
         {
             "new_version": report.new_version.version,
             "rewrapped": report.rewrapped,
             "already_current": report.already_current,
             "retired_below": report.retired_below,
+            "retire_refused": report.retire_refused,
+            "failures": failures,
         },
-        f"key version {report.new_version.version} is current; re-wrapped {report.rewrapped} "
-        f"data keys"
-        + (f"; versions below {report.retired_below} retired" if report.retired_below else ""),
+        summary,
     )
+    for failure in report.failures:
+        state.output.warn(
+            f"could not re-wrap {failure.model} v{failure.version} {failure.path}: {failure.code}"
+        )
+    if report.retire_refused:
+        state.output.warn(f"older key versions were not retired: {report.retire_refused}")
+    if report.failures:
+        raise typer.Exit(EXIT_SECURITY)
+    if report.retire_refused:
+        raise typer.Exit(EXIT_CONFLICT)
 
 
 @app.command()

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Publish, inspect and move model versions.", no_args_is_help=True)
 
 MAX_SIDE_FILE_BYTES = 64 * 1024 * 1024
+MAX_VERSION = 2**31 - 1
 
 
 def default_actor() -> str:
@@ -109,14 +110,17 @@ def push(
         path, signature, max_bytes=state.settings.max_upload_bytes, limits=registry.limits
     )
     bundle = _read_side_file(signature, "signature")
-    bundle_text = bundle.decode("utf-8", errors="strict") if bundle is not None else None
+    try:
+        bundle_text = bundle.decode("utf-8") if bundle is not None else None
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"signature {signature} is not UTF-8 JSON") from None
     if sign_key is not None:
         if bundle_text is not None:
             raise InvalidInputError("use either --sign-key or --signature, not both")
         password = _read_side_file(sign_key_password_file, "key password file")
         bundle_text = sign_files(
             files,
-            subject_name=path.name,
+            subject_name=name,
             private_key_pem=_read_side_file(sign_key, "signing key") or b"",
             password=password.rstrip(b"\r\n") if password else None,
             single_file=single_file,
@@ -208,7 +212,9 @@ def list_(
 def show(
     ctx: typer.Context,
     name: str,
-    version: Annotated[int | None, typer.Argument(help="Default: the production version.")] = None,
+    version: Annotated[
+        int | None, typer.Argument(min=1, max=MAX_VERSION, help="Default: the production version.")
+    ] = None,
 ) -> None:
     """Show a version's manifest, schema, card and stage history."""
     state: CliState = ctx.obj
@@ -235,7 +241,7 @@ def show(
 def promote(
     ctx: typer.Context,
     name: str,
-    version: int,
+    version: Annotated[int, typer.Argument(min=1, max=MAX_VERSION)],
     to: Annotated[Stage, typer.Option("--to", help="Target stage.")],
     reason: Annotated[str, typer.Option(help="Why (kept in the stage history).")],
 ) -> None:
@@ -281,7 +287,7 @@ def _emit_events(state: CliState, events: list[Any]) -> None:
 def verify(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument()] = None,
-    version: Annotated[int | None, typer.Argument()] = None,
+    version: Annotated[int | None, typer.Argument(min=1, max=MAX_VERSION)] = None,
     all_versions: Annotated[bool, typer.Option("--all", help="Verify every version.")] = False,
 ) -> None:
     """Decrypt and verify versions exactly as loading would; exit 6 if any fails."""
@@ -323,7 +329,7 @@ def verify(
 def export_signature(
     ctx: typer.Context,
     name: str,
-    version: int,
+    version: Annotated[int, typer.Argument(min=1, max=MAX_VERSION)],
     out: Annotated[
         Path | None, typer.Option(help="Write the bundle here instead of stdout.")
     ] = None,

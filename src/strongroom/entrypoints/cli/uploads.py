@@ -8,6 +8,7 @@ that tool verifies here unchanged.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -19,11 +20,17 @@ IGNORED_NAMES = frozenset({".git", ".github", ".gitignore", ".gitattributes"})
 
 
 def _read_bounded(path: Path, budget: int) -> bytes:
+    """Read a regular file without following a symlink swapped in after the directory walk."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(budget + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeArchiveError(f"{path} is a symbolic link") from None
         raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise InvalidInputError(f"{path} is not a regular file")
+        data = handle.read(budget + 1)
     if len(data) > budget:
         raise TooLargeError(f"upload exceeds the limit of {budget} bytes")
     return data

@@ -544,6 +544,26 @@ class BlobStoreContract:
         assert blob_store.remove_stale_temporaries() == 0
         assert blob_store.list_ids() == [blob_id_for("x")]
 
+    def test_modified_at_is_recent_and_moves_on_replace(self, blob_store: BlobStore) -> None:
+        blob_id = blob_id_for("mtime")
+        before = datetime.now(UTC) - timedelta(seconds=5)
+        blob_store.put(blob_id, [b"one"])
+        first = blob_store.modified_at(blob_id)
+        assert first.tzinfo is not None
+        assert before <= first <= datetime.now(UTC) + timedelta(seconds=5)
+        blob_store.put(blob_id, [b"two"])
+        assert blob_store.modified_at(blob_id) >= first
+        with pytest.raises(NotFoundError):
+            blob_store.modified_at(blob_id_for("absent"))
+
+    def test_no_temporaries_after_successful_and_failed_puts(self, blob_store: BlobStore) -> None:
+        blob_store.put(blob_id_for("a"), [b"a"])
+        with pytest.raises(StorageError):
+            blob_store.put(blob_id_for("b"), failing_chunks(OSError("disk full")))
+        assert blob_store.count_temporaries() == 0
+        cutoff = datetime.now(UTC) - timedelta(hours=1)
+        assert blob_store.remove_stale_temporaries(older_than=cutoff) == 0
+
     @pytest.mark.parametrize("blob_id", INVALID_BLOB_IDS)
     def test_malformed_blob_ids_are_refused(self, blob_store: BlobStore, blob_id: str) -> None:
         with pytest.raises(InvalidInputError):
