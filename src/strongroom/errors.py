@@ -156,6 +156,19 @@ class ForbiddenError(SecurityError):
         super().__init__(message)
 
 
+class MfaRequiredError(ForbiddenError):
+    """Allowed only after a fresh MFA step-up; the server answers with a step-up challenge.
+
+    Raised only when every other rule would allow the action, so it reveals nothing the caller
+    could not learn by completing MFA. Service principals never get it (they cannot do MFA).
+    """
+
+    code = "auth.mfa_required"
+
+    def __init__(self, message: str = "multi-factor step-up required") -> None:
+        super().__init__(message)
+
+
 # --- infrastructure -----------------------------------------------------------------------------
 
 
