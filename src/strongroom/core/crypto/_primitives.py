@@ -1,8 +1,9 @@
 """The only module that touches ``cryptography.hazmat``.
 
-Small, typed functions over the few primitives Strongroom uses: AES-256-GCM, scrypt and ECDSA
-P-256 with SHA-256. Everything else in ``core.crypto`` composes these. Failures of
-authentication or parsing surface as ``IntegrityError`` / ``SignatureError`` without detail.
+Small, typed functions over the few primitives Strongroom uses: AES-256-GCM, scrypt, ECDSA
+P-256 with SHA-256, and Ed25519 (signed notes: audit checkpoints). Everything else in
+``core.crypto`` composes these. Failures of authentication or parsing surface as
+``IntegrityError`` / ``SignatureError`` without detail.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Final
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -129,5 +130,37 @@ def ecdsa_p256_verify(public_pem: bytes, signature_der: bytes, message: bytes) -
     key = _load_public(public_pem)
     try:
         key.verify(signature_der, message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError) as exc:
+        raise SignatureError from exc
+
+
+# --- Ed25519 (C2SP signed notes: audit checkpoints) ---------------------------------------------
+
+ED25519_KEY_BYTES: Final = 32
+ED25519_SIGNATURE_BYTES: Final = 64
+
+
+def _ed25519_private(private_raw: bytes) -> ed25519.Ed25519PrivateKey:
+    if len(private_raw) != ED25519_KEY_BYTES:
+        raise ValueError("an Ed25519 private key is 32 bytes (RFC 8032 seed)")
+    return ed25519.Ed25519PrivateKey.from_private_bytes(private_raw)
+
+
+def ed25519_public_from_private(private_raw: bytes) -> bytes:
+    """The 32-byte RFC 8032 public key of a 32-byte private key (seed)."""
+    return _ed25519_private(private_raw).public_key().public_bytes_raw()
+
+
+def ed25519_sign(private_raw: bytes, message: bytes) -> bytes:
+    """The 64-byte RFC 8032 signature of ``message`` (deterministic: no randomness needed)."""
+    return _ed25519_private(private_raw).sign(message)
+
+
+def ed25519_verify(public_raw: bytes, signature: bytes, message: bytes) -> None:
+    """Raise ``SignatureError`` unless ``signature`` is a valid Ed25519 signature of ``message``."""
+    if len(public_raw) != ED25519_KEY_BYTES or len(signature) != ED25519_SIGNATURE_BYTES:
+        raise SignatureError
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:
         raise SignatureError from exc
