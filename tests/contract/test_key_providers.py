@@ -1,8 +1,14 @@
-"""The KeyProvider contract on every implementation: the in-memory fake and the local keyring."""
+"""The KeyProvider contract on every implementation: the in-memory fake and the local keyring.
+
+``force_min_decryption_version`` edits each provider's state behind its API (private access is
+the point): the contract then checks that retired keys are really gone.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,9 +16,14 @@ from pathlib import Path
 import pytest
 
 from strongroom.adapters.kms.local_keyring import LocalKeyring
+from strongroom.core.crypto.keys import KeyProvider
 from strongroom.core.crypto.sealing import MIN_SCRYPT_N
 from strongroom.core.types import Clock
-from strongroom.testing.contracts.keys import KeyProviderContract, KeyProviderFactory
+from strongroom.testing.contracts.keys import (
+    ForceMinimum,
+    KeyProviderContract,
+    KeyProviderFactory,
+)
 from strongroom.testing.fake_keys import FakeKeyProvider
 
 
@@ -28,6 +39,20 @@ class TestFakeKeyProvider(KeyProviderContract):
     def make_key_provider(self) -> KeyProviderFactory:
         return lambda: FakeKeyProvider(clock=make_clock())
 
+    @pytest.fixture
+    def force_min_decryption_version(self) -> ForceMinimum:
+        def force(provider: KeyProvider, version: int) -> None:
+            if not isinstance(provider, FakeKeyProvider):
+                raise TypeError(provider)
+            provider._min_version = version
+
+        return force
+
+
+def _passphrase(directory: Path) -> bytes:
+    """Each contract keyring's passphrase, random but recoverable from its directory name."""
+    return b"contract-test-passphrase-" + directory.name.encode()
+
 
 class TestLocalKeyring(KeyProviderContract):
     @pytest.fixture
@@ -35,14 +60,35 @@ class TestLocalKeyring(KeyProviderContract):
         counter = itertools.count()
 
         def make() -> LocalKeyring:
-            directory = tmp_path / f"keyring-{next(counter)}"
+            directory = tmp_path / f"keyring-{next(counter)}-{os.urandom(8).hex()}"
             directory.mkdir()
             return LocalKeyring.create(
                 directory / "keyring.json",
-                b"contract-test-passphrase-" + os.urandom(8).hex().encode(),
+                _passphrase(directory),
                 clock=make_clock(),
                 random_bytes=os.urandom,
                 scrypt_n=MIN_SCRYPT_N,
             )
 
         return make
+
+    @pytest.fixture
+    def force_min_decryption_version(self) -> ForceMinimum:
+        def force(provider: KeyProvider, version: int) -> None:
+            """Open the sealed file with the passphrase through the keyring's own open path,
+            check no key bytes remain for retired versions, then lower the in-memory minimum."""
+            if not isinstance(provider, LocalKeyring):
+                raise TypeError(provider)
+            path = provider._path
+            reader = LocalKeyring.open(
+                path, _passphrase(path.parent), clock=make_clock(), random_bytes=os.urandom
+            )
+            payload = json.loads(reader._open_sealed(json.loads(path.read_bytes())))
+            minimum = payload["min_decryption_version"]
+            for entry in payload["versions"]:
+                assert ("key" in entry) is (entry["version"] >= minimum), entry
+            for old, entry in provider._state.versions.items():
+                assert (entry.key is None) is (old < minimum)
+            provider._state = dataclasses.replace(provider._state, min_decryption_version=version)
+
+        return force

@@ -9,13 +9,17 @@ absence of the canary means something, ``assert_live`` disassembles each payload
 from __future__ import annotations
 
 import bz2
+import functools
 import gzip
 import io
+import json
 import lzma
+import operator
 import os
 import pickle
 import pickletools
 import tarfile
+import types
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -27,7 +31,10 @@ import numpy as np
 import pytest
 import skops.io as sio
 from onnx import TensorProto, helper, numpy_helper
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.validation import check_array
 
 from strongroom.adapters.runtimes.lightgbm import LightGBMRuntime
 from strongroom.adapters.runtimes.onnx import OnnxRuntime
@@ -297,19 +304,219 @@ def test_skops_load_also_refuses_untrusted_types(canary: Path) -> None:
 
 
 def test_skops_canary_control_trusting_the_type_runs_it(canary: Path) -> None:
-    """Control: the canary does work, so its absence above means the check stopped the load."""
+    """Control: the canary does work when skops itself trusts the type, so its absence in the
+    other tests means the check stopped the load."""
     blob = sio.dumps(Sneaky(canary))
-    type_name = f"{Sneaky.__module__}.Sneaky"
-    SkopsRuntime().validate(ModelFormat.SKOPS, blob, (type_name,))
+    sio.loads(blob, trusted=[f"{Sneaky.__module__}.Sneaky"])
     assert canary.exists()
 
 
-@pytest.mark.parametrize("func", [os.system, eval, getattr])
-def test_skops_dangerous_types_are_refused_even_when_trusted(func: Any) -> None:
-    blob = sio.dumps(FunctionTransformer(func))
+def test_skops_custom_type_is_refused_even_when_trusted(canary: Path) -> None:
+    blob = sio.dumps(Sneaky(canary))
+    type_name = f"{Sneaky.__module__}.Sneaky"
+    with pytest.raises(UntrustedTypesError, match=r"Sneaky \(not on the allow-list\)"):
+        SkopsRuntime().validate(ModelFormat.SKOPS, blob, (type_name,))
+    with pytest.raises(UntrustedTypesError, match="Sneaky"):
+        SkopsRuntime().load(_skops_artifact(blob, (type_name,)))
+    assert not canary.exists()
+
+
+def _skops_artifact(blob: bytes, trusted: tuple[str, ...]) -> Any:
+    return issue_verified_artifact(
+        model="evil",
+        version=1,
+        manifest_digest="sha256:" + "0" * 64,
+        format=ModelFormat.SKOPS,
+        primary="model.skops",
+        files={"model.skops": blob},
+        trusted_types=trusted,
+        input_schema={},
+        signer=None,
+    )
+
+
+def _fitted_pipeline(first_step: Any) -> bytes:
+    """``first_step`` then a fitted logistic regression, as the reviewer's proof of concept."""
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    pipe = make_pipeline(first_step, LogisticRegression())
+    pipe.steps[1] = ("logisticregression", LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)))
+    return sio.dumps(pipe)
+
+
+def _savetxt_model(canary: Path) -> bytes:
+    return _fitted_pipeline(FunctionTransformer(func=functools.partial(np.savetxt, str(canary))))
+
+
+def test_skops_savetxt_control_predict_writes_a_file_when_trusted(canary: Path) -> None:
+    """Control for the next test: loaded by skops with the types trusted, one predict_proba call
+    writes the canary (then fails, because ``savetxt`` returns ``None``)."""
+    blob = _savetxt_model(canary)
     found = sio.get_untrusted_types(data=blob)
-    with pytest.raises(UntrustedTypesError, match="never trusted"):
+    assert found == ["functools.partial", "numpy.savetxt"]
+    model = sio.loads(blob, trusted=found)
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        model.predict_proba(np.ones((1, 3)))
+    assert canary.exists()
+
+
+def test_skops_savetxt_partial_is_refused_even_when_trusted(canary: Path) -> None:
+    blob = _savetxt_model(canary)
+    trusted = tuple(sio.get_untrusted_types(data=blob))
+    with pytest.raises(UntrustedTypesError, match="never trusted") as at_validate:
+        SkopsRuntime().validate(ModelFormat.SKOPS, blob, trusted)
+    message = str(at_validate.value)
+    assert "functools.partial (a functools.partial call)" in message
+    assert "numpy.savetxt (a function reference)" in message
+    with pytest.raises(UntrustedTypesError, match=r"numpy\.savetxt"):
+        SkopsRuntime().load(_skops_artifact(blob, trusted))
+    assert not canary.exists()
+
+
+def test_skops_plain_numpy_function_is_refused_although_skops_trusts_it() -> None:
+    """``numpy.log1p`` is in skops' own default-trusted set, so skops reports nothing; the
+    runtime reads the tree itself and refuses every function reference (convert to ONNX)."""
+    blob = _fitted_pipeline(FunctionTransformer(np.log1p))
+    assert sio.get_untrusted_types(data=blob) == []
+    with pytest.raises(UntrustedTypesError, match=r"numpy\.log1p \(a function reference\)") as info:
+        SkopsRuntime().validate(ModelFormat.SKOPS, blob, ())
+    assert info.value.hint is not None
+    assert "ONNX" in info.value.hint
+    with pytest.raises(UntrustedTypesError, match=r"numpy\.log1p"):
+        SkopsRuntime().load(_skops_artifact(blob, ()))
+
+
+DANGEROUS_CALLABLES: dict[str, Any] = {
+    "numpy.save": np.save,
+    "numpy.load": np.load,
+    "numpy.savetxt": np.savetxt,
+    "numpy.memmap": np.memmap,
+    "numpy.fromfile": np.fromfile,
+    "numpy.ndarray.tofile": np.ndarray.tofile,
+    "operator.call": operator.call,
+    "operator.methodcaller": operator.methodcaller("tofile", "/nonexistent/x"),
+    "operator.attrgetter": operator.attrgetter("__class__"),
+    "types.FunctionType": types.FunctionType,
+    "functools.partial": functools.partial(print, "x"),
+    "builtins.eval": eval,
+    "builtins.exec": exec,
+    "builtins.getattr": getattr,
+    "builtins.open": open,
+    "os.system": os.system,
+}
+
+
+@pytest.mark.parametrize("name", sorted(DANGEROUS_CALLABLES))
+def test_skops_dangerous_types_are_refused_even_when_trusted(name: str) -> None:
+    blob = sio.dumps(FunctionTransformer(DANGEROUS_CALLABLES[name]))
+    found = sio.get_untrusted_types(data=blob)
+    assert found
+    with pytest.raises(UntrustedTypesError, match="never trusted") as info:
         SkopsRuntime().validate(ModelFormat.SKOPS, blob, tuple(found))
+    assert all(type_name in str(info.value) for type_name in found)
+
+
+def test_skops_trusted_list_naming_a_function_is_refused() -> None:
+    blob = sio.dumps(LogisticRegression())
+    with pytest.raises(UntrustedTypesError, match=r"numpy\.savetxt \(a function, not a class\)"):
+        SkopsRuntime().validate(ModelFormat.SKOPS, blob, ("numpy.savetxt",))
+
+
+def _craft(blob: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """Apply ``edit`` to every node of the skops tree, as an attacker editing the file would."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as source:
+        members = {name: source.read(name) for name in source.namelist()}
+    stack: list[Any] = [schema := json.loads(members["schema.json"])]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "__loader__" in item:
+                edit(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    members["schema.json"] = json.dumps(schema).encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as target:
+        for name, content in members.items():
+            target.writestr(name, content)
+    return buf.getvalue()
+
+
+def _rename(old: tuple[str, str], new: tuple[str, str]) -> Callable[[dict[str, Any]], None]:
+    def edit(node: dict[str, Any]) -> None:
+        if (node["__module__"], node["__class__"]) == old:
+            node["__module__"], node["__class__"] = new
+
+    return edit
+
+
+def test_skops_crafted_type_reference_control_yields_a_function() -> None:
+    """Control: a type node renamed to a scikit-learn *function* makes skops hand back that
+    function, which ``FunctionTransformer`` would call at predict time. (``int`` because ``str``
+    also names the type of every dict key, which skops calls on the key while loading.)"""
+    blob = sio.dumps(FunctionTransformer(int))
+    target = ("sklearn.utils.validation", "check_array")
+    crafted = _craft(blob, _rename(("builtins", "int"), target))
+    assert "sklearn.utils.validation.check_array" in sio.get_untrusted_types(data=crafted)
+    loaded = sio.loads(crafted, trusted=["sklearn.utils.validation.check_array"])
+    assert loaded.func is check_array
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "reason"),
+    [
+        (("builtins", "int"), ("sklearn.utils.validation", "check_array"), "a function, not"),
+        (("builtins", "int"), ("sklearn.datasets", "dump_svmlight_file"), "not on the allow"),
+        (("builtins", "int"), ("sklearn.utils._param_validation", "Integral"), "not defined by"),
+        (("builtins", "int"), ("sklearn.no_such_module", "Thing"), "not an importable"),
+        (("builtins", "int"), ("numpy", "memmap"), "not on the allow-list"),
+        (("numpy", "float64"), ("numpy", "fromfile"), "a function, not a class"),
+        (("numpy", "float64"), ("scipy.sparse", "save_npz"), "a function, not a class"),
+    ],
+)
+def test_skops_crafted_references_are_refused_even_when_trusted(
+    old: tuple[str, str], new: tuple[str, str], reason: str
+) -> None:
+    model = {"step": FunctionTransformer(int), "scalar": np.float64(1.5)}
+    crafted = _craft(sio.dumps(model), _rename(old, new))
+    name = ".".join(new)
+    with pytest.raises(UntrustedTypesError, match=reason) as info:
+        SkopsRuntime().validate(ModelFormat.SKOPS, crafted, (name,))
+    assert name in str(info.value)
+
+
+def test_skops_hidden_bit_generator_name_is_refused_even_when_trusted() -> None:
+    """skops reports a Generator's bit generator name (a string, not a node) as a type; the
+    allow-list applies to what skops reports too."""
+
+    def rename_bit_generator(node: dict[str, Any]) -> None:
+        if node["__loader__"] == "JsonNode" and node["content"] == '"PCG64"':
+            node["content"] = '"seed"'
+
+    crafted = _craft(sio.dumps({"rng": np.random.default_rng(0)}), rename_bit_generator)
+    assert "numpy.random.seed" in sio.get_untrusted_types(data=crafted)
+    with pytest.raises(UntrustedTypesError, match=r"numpy\.random\.seed \(not on the allow"):
+        SkopsRuntime().validate(ModelFormat.SKOPS, crafted, ("numpy.random.seed",))
+
+
+def test_skops_unknown_node_kind_is_refused() -> None:
+    def edit(node: dict[str, Any]) -> None:
+        if node["__loader__"] == "TypeNode":
+            node["__loader__"] = "EvalNode"
+
+    crafted = _craft(sio.dumps(FunctionTransformer(str)), edit)
+    with pytest.raises(UntrustedTypesError, match="node kind 'EvalNode'"):
+        SkopsRuntime().validate(ModelFormat.SKOPS, crafted, ())
+
+
+def test_skops_node_without_a_type_is_malformed() -> None:
+    def edit(node: dict[str, Any]) -> None:
+        if node["__loader__"] == "TypeNode":
+            node["__module__"] = 7
+
+    crafted = _craft(sio.dumps(FunctionTransformer(str)), edit)
+    with pytest.raises(InvalidInputError, match="malformed"):
+        SkopsRuntime().validate(ModelFormat.SKOPS, crafted, ())
 
 
 # --- ONNX -----------------------------------------------------------------------------------------

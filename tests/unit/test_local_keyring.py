@@ -1,11 +1,15 @@
-"""LocalKeyring: the file, its permissions, the passphrase, persistence and sharing one file.
+"""LocalKeyring: the file, its permissions, the passphrase, persistence and sharing one file,
+retirement as erasure of key material, and reading v1 files.
 
 The port semantics (wrap, unwrap, rotate, retire) are in tests/contract/test_key_providers.py.
+v1 files are written here from the format page (docs/formats/keyring-v1.md), independently of
+the module, with keys generated at test time.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import stat
@@ -14,9 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from strongroom.adapters.kms.local_keyring import FORMAT_TAG, LocalKeyring
-from strongroom.core.crypto.sealing import DEFAULT_SCRYPT_N, MIN_SCRYPT_N
+from strongroom.adapters.kms.local_keyring import (
+    FORMAT_TAG,
+    LEGACY_FORMAT_TAG,
+    LocalKeyring,
+    _parse_payload,
+)
+from strongroom.core.crypto.keys import WrappedKey
+from strongroom.core.crypto.sealing import (
+    DEFAULT_SCRYPT_N,
+    MIN_SCRYPT_N,
+    ScryptParams,
+    SealingKey,
+    key_wrap_aad,
+)
 from strongroom.errors import ConfigurationError, IntegrityError, InvalidInputError, KeyAccessError
 
 CONTEXT = b"context"
@@ -340,3 +359,249 @@ def test_unwrap_refuses_altered_key_with_integrity_error(keyring: LocalKeyring) 
     wrapped = keyring.wrap(os.urandom(32), CONTEXT)
     with pytest.raises(IntegrityError):
         keyring.unwrap(wrapped, CONTEXT + b"!")
+
+
+# --- retirement erases key material -------------------------------------------------------------
+
+
+def seal_domain(format_tag: str) -> bytes:
+    version = "v1" if format_tag == LEGACY_FORMAT_TAG else "v2"
+    return f"strongroom/keyring/{version}".encode() + b"\x00"
+
+
+def sealing_of(path: Path, passphrase: bytes) -> tuple[SealingKey, dict[str, Any]]:
+    document = read_document(path)
+    kdf = document["kdf"]
+    params = ScryptParams(salt=base64.b64decode(kdf["salt"]), n=kdf["n"], r=kdf["r"], p=kdf["p"])
+    return SealingKey.from_passphrase(passphrase, params), document
+
+
+def seal_aad(format_tag: str, document: dict[str, Any]) -> bytes:
+    header = {"format": format_tag, "kdf": document["kdf"], "key_name": document["key_name"]}
+    return seal_domain(format_tag) + rfc8785.dumps(header)
+
+
+def decrypt_payload(path: Path, passphrase: bytes) -> dict[str, Any]:
+    """The sealed payload, opened through the keyring's own open path."""
+    reader = reopen(path, passphrase)
+    payload: dict[str, Any] = json.loads(reader._open_sealed(read_document(path)))
+    return payload
+
+
+def write_sealed(
+    path: Path, passphrase: bytes, payload: dict[str, Any], format_tag: str = FORMAT_TAG
+) -> None:
+    """Seal ``payload`` into ``path`` as the format page says (what an editor with the
+    passphrase could do)."""
+    sealing, document = sealing_of(path, passphrase)
+    document["format"] = format_tag
+    sealed = sealing.seal(
+        rfc8785.dumps(payload), aad=seal_aad(format_tag, document), random_bytes=os.urandom
+    )
+    document["sealed"] = base64.b64encode(sealed).decode()
+    write_document(path, document)
+
+
+def test_retiring_erases_the_key_from_the_sealed_file(
+    keyring: LocalKeyring, path: Path, passphrase: bytes
+) -> None:
+    keyring.rotate()
+    keyring.rotate()
+    before = decrypt_payload(path, passphrase)
+    old_keys = [base64.b64decode(entry["key"]) for entry in before["versions"][:2]]
+    keyring.set_min_decryption_version(3)
+    after = decrypt_payload(path, passphrase)
+    assert after["min_decryption_version"] == 3
+    assert [sorted(entry) for entry in after["versions"]] == [
+        ["created_at", "retired_at", "version"],
+        ["created_at", "retired_at", "version"],
+        ["created_at", "key", "version"],
+    ]
+    assert [e["created_at"] for e in after["versions"]] == [
+        e["created_at"] for e in before["versions"]
+    ]
+    text = json.dumps(after).encode()
+    for old in old_keys:
+        assert old not in text
+        assert base64.b64encode(old) not in text
+    assert after["versions"][2]["key"] == before["versions"][2]["key"]
+
+
+def test_retired_at_comes_from_the_clock_and_is_kept(path: Path, passphrase: bytes) -> None:
+    clock = Clock()
+    keyring = LocalKeyring.create(
+        path, passphrase, clock=clock, random_bytes=os.urandom, scrypt_n=MIN_SCRYPT_N
+    )
+    keyring.rotate()
+    keyring.set_min_decryption_version(2)
+    retired_at = START + timedelta(minutes=3)
+    assert decrypt_payload(path, passphrase)["versions"][0]["retired_at"] == (
+        retired_at.isoformat().replace("+00:00", "Z")
+    )
+    keyring.rotate()
+    keyring.set_min_decryption_version(3)
+    versions = decrypt_payload(path, passphrase)["versions"]
+    assert versions[0]["retired_at"] == retired_at.isoformat().replace("+00:00", "Z")
+    assert versions[1]["retired_at"] != versions[0]["retired_at"]
+
+
+def test_an_edited_file_cannot_bring_a_retired_version_back(
+    keyring: LocalKeyring, path: Path, passphrase: bytes
+) -> None:
+    """Even with the passphrase, lowering the minimum leaves a version with no key: refused."""
+    keyring.rotate()
+    keyring.set_min_decryption_version(2)
+    payload = decrypt_payload(path, passphrase)
+    payload["min_decryption_version"] = 1
+    write_sealed(path, passphrase, payload)
+    with pytest.raises(IntegrityError):
+        reopen(path, passphrase)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda entries: entries[0].update(key=base64.b64encode(b"k" * 32).decode()),
+        lambda entries: entries[0].pop("retired_at"),
+        lambda entries: entries[1].update(retired_at=entries[1]["created_at"]),
+        lambda entries: entries[0].update(retired_at="yesterday"),
+        lambda entries: entries[0].update(retired_at="2026-01-01T00:00:00"),
+    ],
+)
+def test_retired_and_live_entries_are_parsed_strictly(
+    keyring: LocalKeyring, path: Path, passphrase: bytes, edit: Any
+) -> None:
+    keyring.rotate()
+    keyring.set_min_decryption_version(2)
+    payload = decrypt_payload(path, passphrase)
+    edit(payload["versions"])
+    write_sealed(path, passphrase, payload)
+    with pytest.raises(IntegrityError):
+        reopen(path, passphrase)
+
+
+# --- reading v1 files ---------------------------------------------------------------------------
+
+
+def write_v1_keyring(path: Path, passphrase: bytes, keys: list[bytes], minimum: int) -> None:
+    """A v1 keyring as v1 wrote it: every version keeps its key, retired or not."""
+    create(path, passphrase)  # for the KDF parameters and a private file
+    created = "2026-01-01T00:00:00Z"
+    versions = [
+        {"version": v, "key": base64.b64encode(k).decode(), "created_at": created}
+        for v, k in enumerate(keys, start=1)
+    ]
+    payload = {"min_decryption_version": minimum, "versions": versions}
+    write_sealed(path, passphrase, payload, LEGACY_FORMAT_TAG)
+
+
+def wrap_with(kek: bytes, version: int, key: bytes) -> WrappedKey:
+    aad = key_wrap_aad("local:default", version, CONTEXT)
+    return WrappedKey(
+        "local:default", version, SealingKey(kek).seal(key, aad=aad, random_bytes=os.urandom)
+    )
+
+
+@pytest.fixture
+def v1_keys(path: Path, passphrase: bytes) -> list[bytes]:
+    keys = [os.urandom(32) for _ in range(3)]
+    write_v1_keyring(path, passphrase, keys, minimum=2)
+    return keys
+
+
+def test_v1_file_opens_without_its_retired_keys(
+    v1_keys: list[bytes], path: Path, passphrase: bytes
+) -> None:
+    before = path.read_bytes()
+    keyring = reopen(path, passphrase)
+    assert [(v.version, v.retired) for v in keyring.versions()] == [
+        (1, True), (2, False), (3, False),
+    ]  # fmt: skip
+    data_key = os.urandom(32)
+    assert keyring.unwrap(wrap_with(v1_keys[1], 2, data_key), CONTEXT) == data_key
+    with pytest.raises(KeyAccessError):
+        keyring.unwrap(wrap_with(v1_keys[0], 1, data_key), CONTEXT)
+    keyring._state = dataclasses.replace(keyring._state, min_decryption_version=1)
+    with pytest.raises(KeyAccessError):
+        keyring.unwrap(wrap_with(v1_keys[0], 1, data_key), CONTEXT)
+    assert path.read_bytes() == before  # reading never writes
+
+
+@pytest.mark.parametrize("write", ["rotate", "retire again", "retire further"])
+def test_the_next_write_upgrades_a_v1_file_and_erases_retired_keys(
+    v1_keys: list[bytes], path: Path, passphrase: bytes, write: str
+) -> None:
+    keyring = reopen(path, passphrase)
+    wrapped = wrap_with(v1_keys[2], 3, data_key := os.urandom(32))
+    if write == "rotate":
+        keyring.rotate()
+    else:
+        keyring.set_min_decryption_version(2 if write == "retire again" else 3)
+    assert read_document(path)["format"] == FORMAT_TAG == "strongroom-keyring-v2"
+    payload = decrypt_payload(path, passphrase)
+    retired = 3 if write == "retire further" else 2
+    text = json.dumps(payload).encode()
+    for version, key in enumerate(v1_keys, start=1):
+        assert (base64.b64encode(key) in text) is (version >= retired)
+        assert ("key" in payload["versions"][version - 1]) is (version >= retired)
+    assert all("retired_at" in e for e in payload["versions"][: retired - 1])
+    assert reopen(path, passphrase).unwrap(wrapped, CONTEXT) == data_key
+
+
+def test_a_v2_file_relabelled_v1_does_not_open(
+    keyring: LocalKeyring, path: Path, passphrase: bytes
+) -> None:
+    """The format tag is in the sealing AAD: no downgrade by editing the label."""
+    document = read_document(path)
+    document["format"] = LEGACY_FORMAT_TAG
+    write_document(path, document)
+    with pytest.raises(KeyAccessError):
+        reopen(path, passphrase)
+
+
+def test_a_v1_payload_labelled_v2_is_refused(path: Path, passphrase: bytes) -> None:
+    """A v2 reader never accepts retained keys below the minimum."""
+    write_v1_keyring(path, passphrase, [os.urandom(32), os.urandom(32)], minimum=2)
+    sealing, document = sealing_of(path, passphrase)
+    sealed = base64.b64decode(document["sealed"])
+    payload = json.loads(sealing.open(sealed, aad=seal_aad(LEGACY_FORMAT_TAG, document)))
+    assert all("key" in entry for entry in payload["versions"])
+    write_sealed(path, passphrase, payload, FORMAT_TAG)
+    with pytest.raises(IntegrityError):
+        reopen(path, passphrase)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 40) | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.one_of(
+        _JSON,
+        st.fixed_dictionaries(
+            {"min_decryption_version": _JSON, "versions": st.lists(_JSON, max_size=4)}
+        ),
+    ),
+    legacy=st.booleans(),
+)
+def test_payload_parser_only_ever_raises_integrity_error(body: Any, legacy: bool) -> None:
+    try:
+        state = _parse_payload(json.dumps(body).encode(), legacy=legacy)
+    except IntegrityError:
+        return
+    assert 1 <= state.min_decryption_version <= state.current
+
+
+@given(raw=st.binary(max_size=64))
+def test_payload_parser_refuses_arbitrary_bytes(raw: bytes) -> None:
+    try:
+        _parse_payload(raw, legacy=False)
+    except IntegrityError:
+        return
+    pytest.fail("arbitrary bytes parsed as a keyring payload")

@@ -4,6 +4,10 @@ It wraps for real (AES-256-GCM through ``core.crypto.sealing``, the same wrap fo
 ``adapters.kms.local_keyring``), so tests that tamper with wrapped keys or contexts see the same
 failures as production. Nothing is persisted. It passes ``testing.contracts.keys``.
 
+Retiring a version erases its KEK from the dict (keeping its creation and retirement times), as
+the local keyring erases it from its file: a retired version cannot come back, even if the
+minimum decryption version were lowered.
+
 Errors, as for every provider: an unknown key id, an unknown version or a retired version raise
 ``KeyAccessError``; a wrapped key that does not open (altered bytes, other context) raises
 ``IntegrityError``.
@@ -43,6 +47,7 @@ class FakeKeyProvider:
         self._lock = threading.Lock()
         self._keys: dict[int, SealingKey] = {}
         self._created: dict[int, datetime] = {}
+        self._retired_at: dict[int, datetime] = {}
         self._min_version = 1
         self.rotate()
 
@@ -52,13 +57,13 @@ class FakeKeyProvider:
 
     def current_version(self) -> int:
         with self._lock:
-            return max(self._keys)
+            return max(self._created)
 
     def wrap(self, data_key: bytes, context: bytes) -> WrappedKey:
         if len(data_key) != DATA_KEY_BYTES:
             raise InvalidInputError(f"data keys are {DATA_KEY_BYTES} bytes")
         with self._lock:
-            version = max(self._keys)
+            version = max(self._created)
             kek = self._keys[version]
         aad = key_wrap_aad(self._key_id, version, context)
         return WrappedKey(
@@ -77,19 +82,23 @@ class FakeKeyProvider:
 
     def rotate(self) -> KeyVersionInfo:
         with self._lock:
-            version = max(self._keys, default=0) + 1
+            version = max(self._created, default=0) + 1
             self._keys[version] = SealingKey(self._random(DATA_KEY_BYTES))
             self._created[version] = self._clock()
             return self._info(version)
 
     def versions(self) -> list[KeyVersionInfo]:
         with self._lock:
-            return [self._info(version) for version in sorted(self._keys)]
+            return [self._info(version) for version in sorted(self._created)]
 
     def set_min_decryption_version(self, version: int) -> None:
+        """Retire versions below ``version``: their KEKs are dropped, not just refused."""
         with self._lock:
-            if type(version) is not int or not 1 <= version <= max(self._keys):
+            if type(version) is not int or not 1 <= version <= max(self._created):
                 raise InvalidInputError("minimum decryption version must be an existing version")
+            for old in [v for v in self._keys if v < version]:
+                del self._keys[old]
+                self._retired_at[old] = self._clock()
             self._min_version = max(self._min_version, version)
 
     def _info(self, version: int) -> KeyVersionInfo:
@@ -97,5 +106,5 @@ class FakeKeyProvider:
             key_id=self._key_id,
             version=version,
             created_at=self._created[version],
-            retired=version < self._min_version,
+            retired=version not in self._keys,
         )

@@ -1,11 +1,17 @@
 """``LocalKeyring``: KEK versions sealed in one file under an operator passphrase.
 
-The embedded default ``KeyProvider`` (format: ``docs/formats/keyring-v1.md``). The file is JSON:
-a format tag, the scrypt parameters and one AES-256-GCM sealed blob holding every KEK version
-and the minimum decryption version; the AAD binds the tag, key name and KDF parameters.
+The embedded default ``KeyProvider`` (format: ``docs/formats/keyring-v1.md``, which specifies v2
+and how v1 is read). The file is JSON: a format tag, the scrypt parameters and one AES-256-GCM
+sealed blob holding every KEK version and the minimum decryption version; the AAD binds the tag,
+key name and KDF parameters.
 
 Invariants:
 
+* Retiring a version *erases* its key material: the sealed payload keeps only its number,
+  ``created_at`` and ``retired_at``, so numbering stays monotonic and versions stay listed, but
+  the current file and passphrase no longer hold the retired key (crypto-shredding; older copies
+  of the file still do, see the format page). A v1 file, which kept retired keys, is accepted;
+  its retired keys are dropped from memory when read and from the file at the next write.
 * The file is only ever replaced atomically (temporary file in the same directory, fsync,
   ``os.replace``, fsync of the directory) and is created ``0600`` by ``os.open``; a keyring
   readable by group or others is refused. ``create`` never overwrites an existing file.
@@ -32,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final
 
 import rfc8785
@@ -53,30 +60,57 @@ from strongroom.errors import (
     StorageError,
 )
 
-FORMAT_TAG: Final = "strongroom-keyring-v1"
+FORMAT_TAG: Final = "strongroom-keyring-v2"
+LEGACY_FORMAT_TAG: Final = "strongroom-keyring-v1"
+"""Still read (retired keys are dropped on reading), never written."""
 KEY_ID_PREFIX: Final = "local:"
 MAX_FILE_BYTES: Final = 1024 * 1024
-_SEAL_DOMAIN: Final = b"strongroom/keyring/v1\x00"
+_SEAL_DOMAINS: Final = MappingProxyType(
+    {FORMAT_TAG: b"strongroom/keyring/v2\x00", LEGACY_FORMAT_TAG: b"strongroom/keyring/v1\x00"}
+)
 _KEY_NAME_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 _DOCUMENT_KEYS: Final = frozenset({"format", "key_name", "kdf", "sealed"})
 _KDF_KEYS: Final = frozenset({"name", "n", "r", "p", "salt"})
+_ACTIVE_ENTRY: Final = frozenset({"version", "created_at", "key"})
+_RETIRED_ENTRY: Final = frozenset({"version", "created_at", "retired_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """One KEK version; ``key`` is ``None`` once retired (erased, not merely hidden)."""
+
+    created_at: datetime
+    key: bytes | None = None
+    retired_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _State:
-    """Decrypted keyring contents; ``keks`` caches one AES key schedule per version."""
+    """Decrypted keyring contents; ``keks`` caches one AES key schedule per *live* version.
 
-    keys: Mapping[int, bytes]
-    created: Mapping[int, datetime]
+    ``legacy`` marks contents read from a v1 file: the next change rewrites it as v2.
+    """
+
+    versions: Mapping[int, _Version]
     min_decryption_version: int
+    legacy: bool = False
     keks: Mapping[int, SealingKey] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "keks", {v: SealingKey(k) for v, k in self.keys.items()})
+        keks = {v: SealingKey(e.key) for v, e in self.versions.items() if e.key is not None}
+        object.__setattr__(self, "keks", keks)
 
     @property
     def current(self) -> int:
-        return max(self.keys)
+        return max(self.versions)
+
+    def retire_below(self, minimum: int, moment: datetime) -> _State:
+        """Erase the key of every version below ``minimum``; ``retired_at`` is set only once."""
+        versions = {
+            v: e if v >= minimum else _Version(e.created_at, retired_at=e.retired_at or moment)
+            for v, e in self.versions.items()
+        }
+        return _State(versions, max(minimum, self.min_decryption_version))
 
 
 class LocalKeyring:
@@ -136,7 +170,7 @@ class LocalKeyring:
             )
         params = ScryptParams.generate(random_bytes, n=scrypt_n)
         sealing = SealingKey.from_passphrase(passphrase, params)
-        state = _State({1: random_bytes(DATA_KEY_BYTES)}, {1: _utc(clock())}, 1)
+        state = _State({1: _Version(_utc(clock()), key=random_bytes(DATA_KEY_BYTES))}, 1)
         document = _seal_document(state, key_name, params, sealing, random_bytes)
         _atomic_write(path, document, random_bytes(8).hex(), replace=False)
         # Opening derives the key once more: create runs once per installation.
@@ -169,11 +203,12 @@ class LocalKeyring:
 
     def rotate(self) -> KeyVersionInfo:
         def add_version(state: _State) -> _State:
-            version = state.current + 1
+            moment = _utc(self._clock())
+            # a no-op on v2 contents; stamps the retired versions of a v1 file being upgraded
+            state = state.retire_below(state.min_decryption_version, moment)
+            entry = _Version(moment, key=self._random(DATA_KEY_BYTES))
             return _State(
-                {**state.keys, version: self._random(DATA_KEY_BYTES)},
-                {**state.created, version: _utc(self._clock())},
-                state.min_decryption_version,
+                {**state.versions, state.current + 1: entry}, state.min_decryption_version
             )
 
         state = self._change(add_version)
@@ -181,10 +216,14 @@ class LocalKeyring:
 
     def versions(self) -> list[KeyVersionInfo]:
         state = self._fresh()
-        return [_info(self.key_id, state, version) for version in sorted(state.keys)]
+        return [_info(self.key_id, state, version) for version in sorted(state.versions)]
 
     def set_min_decryption_version(self, version: int) -> None:
-        """Retire versions below ``version``; a lower value than the current one is a no-op."""
+        """Retire versions below ``version``, erasing their keys from the file.
+
+        A value at or below the current minimum changes nothing, except that it upgrades a v1
+        file (re-running the last retirement is how an operator shreds a v1 file's old keys).
+        """
         if type(version) is not int or version < 1:
             raise InvalidInputError("minimum decryption version must be a positive integer")
 
@@ -193,9 +232,9 @@ class LocalKeyring:
                 raise InvalidInputError(
                     f"cannot retire up to version {version}: current version is {state.current}"
                 )
-            if version <= state.min_decryption_version:
+            if version <= state.min_decryption_version and not state.legacy:
                 return state
-            return _State(state.keys, state.created, version)
+            return state.retire_below(version, _utc(self._clock()))
 
         self._change(retire)
 
@@ -225,25 +264,41 @@ class LocalKeyring:
             return state
 
     def _unseal(self, raw: Mapping[str, Any]) -> _State:
+        return _parse_payload(self._open_sealed(raw), legacy=raw["format"] == LEGACY_FORMAT_TAG)
+
+    def _open_sealed(self, raw: Mapping[str, Any]) -> bytes:
+        """The decrypted payload of a parsed keyring document (v1 or v2)."""
         if _parse_params(raw, self._key_name) != self._params:
             raise KeyAccessError("the keyring file was replaced by another keyring; reopen it")
         sealed = _b64(raw["sealed"], ConfigurationError("keyring sealed blob is not base64"))
+        aad = _seal_aad(raw["format"], self._key_name, self._params)
         try:
-            payload = self._sealing.open(sealed, aad=_seal_aad(self._key_name, self._params))
+            return self._sealing.open(sealed, aad=aad)
         except IntegrityError as exc:
             raise KeyAccessError("cannot open the keyring (wrong passphrase?)") from exc
-        return _parse_payload(payload)
 
     def _write(self, state: _State) -> None:
         document = _seal_document(state, self._key_name, self._params, self._sealing, self._random)
         _atomic_write(self._path, document, self._random(8).hex(), replace=True)
 
 
-def _seal_aad(key_name: str, params: ScryptParams) -> bytes:
+def _seal_aad(format_tag: str, key_name: str, params: ScryptParams) -> bytes:
     """Binds the format tag, key name and KDF parameters to the sealed blob."""
-    return _SEAL_DOMAIN + rfc8785.dumps(
-        {"format": FORMAT_TAG, "kdf": _kdf_json(params), "key_name": key_name}
+    return _SEAL_DOMAINS[format_tag] + rfc8785.dumps(
+        {"format": format_tag, "kdf": _kdf_json(params), "key_name": key_name}
     )
+
+
+def _entry_json(version: int, entry: _Version) -> dict[str, Any]:
+    """A live version carries its ``key``; a retired one only its ``retired_at``."""
+    out: dict[str, Any] = {"version": version, "created_at": _iso(entry.created_at)}
+    if entry.key is not None:
+        out["key"] = base64.b64encode(entry.key).decode("ascii")
+    elif entry.retired_at is not None:
+        out["retired_at"] = _iso(entry.retired_at)
+    else:  # every change goes through ``retire_below``, which stamps retired versions
+        raise ValueError(f"retired keyring version {version} has no retirement time")
+    return out
 
 
 def _seal_document(
@@ -256,17 +311,11 @@ def _seal_document(
     payload = rfc8785.dumps(
         {
             "min_decryption_version": state.min_decryption_version,
-            "versions": [
-                {
-                    "version": v,
-                    "key": base64.b64encode(state.keys[v]).decode("ascii"),
-                    "created_at": state.created[v].isoformat().replace("+00:00", "Z"),
-                }
-                for v in sorted(state.keys)
-            ],
+            "versions": [_entry_json(v, state.versions[v]) for v in sorted(state.versions)],
         }
     )
-    sealed = sealing.seal(payload, aad=_seal_aad(key_name, params), random_bytes=random_bytes)
+    aad = _seal_aad(FORMAT_TAG, key_name, params)
+    sealed = sealing.seal(payload, aad=aad, random_bytes=random_bytes)
     document = {
         "format": FORMAT_TAG,
         "key_name": key_name,
@@ -307,8 +356,8 @@ def _read_file(path: Path) -> tuple[dict[str, Any], tuple[int, int, int]]:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigurationError(f"{path} is not a Strongroom keyring") from exc
-    if not isinstance(document, dict) or document.get("format") != FORMAT_TAG:
-        raise ConfigurationError(f"{path} is not a Strongroom keyring v1 file")
+    if not isinstance(document, dict) or document.get("format") not in _SEAL_DOMAINS:
+        raise ConfigurationError(f"{path} is not a Strongroom keyring v1 or v2 file")
     if set(document) != _DOCUMENT_KEYS:
         raise ConfigurationError(f"the keyring {path} is malformed")
     return document, (info.st_ino, info.st_mtime_ns, info.st_size)
@@ -384,28 +433,57 @@ def _parse_params(document: Mapping[str, Any], key_name: str) -> ScryptParams:
     return ScryptParams(salt=salt, n=kdf["n"], r=kdf["r"], p=kdf["p"])
 
 
-def _parse_payload(payload: bytes) -> _State:
-    """Strictly parse the sealed contents; any deviation is an ``IntegrityError``."""
+def _parse_payload(payload: bytes, *, legacy: bool) -> _State:
+    """Strictly parse the sealed contents; any deviation is an ``IntegrityError``.
+
+    v2 entries below the minimum carry ``retired_at`` and no key; v1 entries all carry a key,
+    and those below the minimum are dropped here.
+    """
     try:
         body = json.loads(payload)
         minimum = body["min_decryption_version"]
         entries = body["versions"]
-        keys = {entry["version"]: _b64(entry["key"], IntegrityError()) for entry in entries}
-        created = {e["version"]: datetime.fromisoformat(e["created_at"]) for e in entries}
+        versions = {
+            e["version"]: _parse_entry(e, retired=not legacy and e["version"] < minimum)
+            for e in entries
+        }
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError from exc
     well_formed = (
         set(body) == {"min_decryption_version", "versions"}
-        and all(type(version) is int for version in keys)
-        and sorted(keys) == list(range(1, len(entries) + 1))
-        and all(len(key) == DATA_KEY_BYTES for key in keys.values())
-        and all(moment.utcoffset() is not None for moment in created.values())
+        and all(type(version) is int for version in versions)
+        and sorted(versions) == list(range(1, len(entries) + 1))
         and type(minimum) is int
         and 1 <= minimum <= len(entries)
     )
     if not well_formed:
         raise IntegrityError
-    return _State(keys, {v: _utc(moment) for v, moment in created.items()}, minimum)
+    if legacy:
+        versions = {v: e if v >= minimum else _Version(e.created_at) for v, e in versions.items()}
+    return _State(versions, minimum, legacy=legacy)
+
+
+def _parse_entry(entry: Mapping[str, Any], *, retired: bool) -> _Version:
+    if set(entry) != (_RETIRED_ENTRY if retired else _ACTIVE_ENTRY):
+        raise ValueError("unexpected members in a keyring version")
+    created = _parse_time(entry["created_at"])
+    if retired:
+        return _Version(created, retired_at=_parse_time(entry["retired_at"]))
+    key = _b64(entry["key"], IntegrityError())
+    if len(key) != DATA_KEY_BYTES:
+        raise ValueError("keyring keys are 32 bytes")
+    return _Version(created, key=key)
+
+
+def _parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.utcoffset() is None:
+        raise ValueError("keyring times carry a UTC offset")
+    return moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _b64(text: object, error: Exception) -> bytes:
@@ -424,9 +502,7 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _info(key_id: str, state: _State, version: int) -> KeyVersionInfo:
+    entry = state.versions[version]
     return KeyVersionInfo(
-        key_id=key_id,
-        version=version,
-        created_at=state.created[version],
-        retired=version < state.min_decryption_version,
+        key_id=key_id, version=version, created_at=entry.created_at, retired=entry.key is None
     )

@@ -2,11 +2,15 @@
 
 Every provider (local keyring, the in-memory fake, any future Vault/OpenBao transit, AWS KMS or
 PKCS#11 adapter) must pass the same tests. An adapter's test module subclasses the suite and
-provides a factory of *independent* providers (each with its own fresh KEK) as a fixture:
+provides a factory of *independent* providers (each with its own fresh KEK) as a fixture, and a
+way to lower a provider's minimum decryption version behind its back:
 
     class TestLocalKeyring(KeyProviderContract):
         @pytest.fixture
         def make_key_provider(self, tmp_path): ...  # () -> KeyProvider, a new one per call
+
+        @pytest.fixture
+        def force_min_decryption_version(self): ...  # (provider, version) -> None
 
 Beyond the port docstring, the suite pins these behaviours so that all providers agree:
 data keys are exactly 32 bytes (others: ``InvalidInputError``); an unknown key id, an unknown
@@ -15,6 +19,10 @@ opened with another context or by another provider, raises ``KeyAccessError`` or
 ``IntegrityError`` and never returns bytes; versions start at 1 and grow by one per rotation;
 ``set_min_decryption_version`` refuses values below 1 or above the current version with
 ``InvalidInputError`` and silently keeps the higher minimum when asked to lower it.
+
+Retirement is crypto-shredding, not a flag: once a version is retired its key material is gone
+from the provider's state, so a wrapped key of that version stays unreadable even when the
+minimum is forced down again (by someone editing the stored state, or by a bug).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ REFUSED = (KeyAccessError, IntegrityError)
 CONTEXT = b"strongroom/test-context\x00model=fraud;version=3;path=model.onnx"
 
 KeyProviderFactory = Callable[[], KeyProvider]
+ForceMinimum = Callable[[KeyProvider, int], None]
+"""Lowers a provider's minimum decryption version by editing its state, bypassing the API."""
 
 
 def data_key() -> bytes:
@@ -47,6 +57,10 @@ class KeyProviderContract:
     @pytest.fixture
     def make_key_provider(self) -> KeyProviderFactory:
         raise NotImplementedError("the adapter's test class provides make_key_provider")
+
+    @pytest.fixture
+    def force_min_decryption_version(self) -> ForceMinimum:
+        raise NotImplementedError("the adapter's test class provides force_min_decryption_version")
 
     @pytest.fixture
     def provider(self, make_key_provider: KeyProviderFactory) -> KeyProvider:
@@ -169,6 +183,36 @@ class KeyProviderContract:
         with pytest.raises(KeyAccessError):
             provider.unwrap(old, CONTEXT)
         assert provider.versions()[0].retired
+
+    def test_retired_key_material_is_gone_even_if_the_minimum_is_lowered(
+        self, provider: KeyProvider, force_min_decryption_version: ForceMinimum
+    ) -> None:
+        old = provider.wrap(data_key(), CONTEXT)
+        provider.rotate()
+        middle = provider.wrap(data_key(), CONTEXT)
+        provider.rotate()
+        provider.set_min_decryption_version(3)
+        force_min_decryption_version(provider, 1)
+        for wrapped in (old, middle):
+            with pytest.raises(KeyAccessError):
+                provider.unwrap(wrapped, CONTEXT)
+        assert [(v.version, v.retired) for v in provider.versions()] == [
+            (1, True), (2, True), (3, False),
+        ]  # fmt: skip
+        key = data_key()
+        assert provider.unwrap(provider.wrap(key, CONTEXT), CONTEXT) == key
+
+    def test_retired_versions_keep_their_number_and_creation_time(
+        self, provider: KeyProvider
+    ) -> None:
+        provider.rotate()
+        before = provider.versions()
+        provider.set_min_decryption_version(2)
+        after = provider.versions()
+        assert [(v.version, v.created_at) for v in after] == [
+            (v.version, v.created_at) for v in before
+        ]
+        assert provider.rotate().version == 3
 
     @pytest.mark.parametrize("version", [0, -1, 3])
     def test_minimum_version_outside_the_versions_is_refused(
