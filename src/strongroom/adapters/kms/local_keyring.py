@@ -27,14 +27,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import json
-import os
 import re
-import stat
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +39,12 @@ from typing import Any, Final
 
 import rfc8785
 
+from strongroom.adapters.kms.keyring_file import (
+    atomic_write,
+    exclusive_lock,
+    file_stamp,
+    read_private_file,
+)
 from strongroom.core.crypto.keys import DATA_KEY_BYTES, KeyVersionInfo, WrappedKey
 from strongroom.core.crypto.sealing import (
     DEFAULT_SCRYPT_N,
@@ -57,7 +59,6 @@ from strongroom.errors import (
     IntegrityError,
     InvalidInputError,
     KeyAccessError,
-    StorageError,
 )
 
 FORMAT_TAG: Final = "strongroom-keyring-v2"
@@ -172,7 +173,7 @@ class LocalKeyring:
         sealing = SealingKey.from_passphrase(passphrase, params)
         state = _State({1: _Version(_utc(clock()), key=random_bytes(DATA_KEY_BYTES))}, 1)
         document = _seal_document(state, key_name, params, sealing, random_bytes)
-        _atomic_write(path, document, random_bytes(8).hex(), replace=False)
+        atomic_write(path, document, random_bytes(8).hex(), replace=False)
         # Opening derives the key once more: create runs once per installation.
         return cls(path, passphrase, clock=clock, random_bytes=random_bytes, key_name=key_name)
 
@@ -243,7 +244,7 @@ class LocalKeyring:
     def _fresh(self) -> _State:
         """The in-memory state, reloaded first if another process replaced the file."""
         try:
-            stamp = _stamp_of(self._path)
+            stamp = file_stamp(self._path)
         except OSError:
             return self._state
         with self._lock:
@@ -254,13 +255,13 @@ class LocalKeyring:
 
     def _change(self, change: Callable[[_State], _State]) -> _State:
         lock_path = self._path.with_name(self._path.name + ".lock")
-        with self._lock, _exclusive_lock(lock_path):
+        with self._lock, exclusive_lock(lock_path):
             raw, _ = _read_file(self._path)
             current = self._unseal(raw)
             state = change(current)
             if state is not current:
                 self._write(state)
-            self._state, self._stamp = state, _stamp_of(self._path)
+            self._state, self._stamp = state, file_stamp(self._path)
             return state
 
     def _unseal(self, raw: Mapping[str, Any]) -> _State:
@@ -279,7 +280,7 @@ class LocalKeyring:
 
     def _write(self, state: _State) -> None:
         document = _seal_document(state, self._key_name, self._params, self._sealing, self._random)
-        _atomic_write(self._path, document, self._random(8).hex(), replace=True)
+        atomic_write(self._path, document, self._random(8).hex(), replace=True)
 
 
 def _seal_aad(format_tag: str, key_name: str, params: ScryptParams) -> bytes:
@@ -328,30 +329,9 @@ def _seal_document(
 # --- file handling ------------------------------------------------------------------------------
 
 
-def _stamp_of(path: Path) -> tuple[int, int, int]:
-    info = path.stat()
-    return (info.st_ino, info.st_mtime_ns, info.st_size)
-
-
 def _read_file(path: Path) -> tuple[dict[str, Any], tuple[int, int, int]]:
     """Parse the keyring file after checking it is a private regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError as exc:
-        raise ConfigurationError(
-            f"no keyring at {path}", hint="create one with `strongroom init`"
-        ) from exc
-    except OSError as exc:
-        raise StorageError(f"cannot read the keyring at {path}") from exc
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
-            raise ConfigurationError(f"{path} is not a keyring file")
-        if info.st_mode & 0o077:
-            raise ConfigurationError(
-                f"the keyring {path} is accessible by group or others", hint=f"chmod 600 {path}"
-            )
-        data = handle.read(MAX_FILE_BYTES + 1)
+    data, stamp = read_private_file(path, MAX_FILE_BYTES, what="keyring")
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -360,49 +340,7 @@ def _read_file(path: Path) -> tuple[dict[str, Any], tuple[int, int, int]]:
         raise ConfigurationError(f"{path} is not a Strongroom keyring v1 or v2 file")
     if set(document) != _DOCUMENT_KEYS:
         raise ConfigurationError(f"the keyring {path} is malformed")
-    return document, (info.st_ino, info.st_mtime_ns, info.st_size)
-
-
-def _atomic_write(path: Path, data: bytes, suffix: str, *, replace: bool) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{suffix}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(temporary, flags, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            if replace:
-                temporary.replace(path)
-            else:
-                os.link(temporary, path)  # fails if path exists: never overwrites
-        finally:
-            temporary.unlink(missing_ok=True)
-        _fsync_directory(path.parent)
-    except FileExistsError as exc:
-        raise ConfigurationError(f"a keyring already exists at {path}") from exc
-    except OSError as exc:
-        raise StorageError(f"cannot write the keyring at {path}") from exc
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """``flock`` on a sidecar lock file (the keyring itself is replaced, so not lockable)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    return document, stamp
 
 
 # --- parsing ------------------------------------------------------------------------------------

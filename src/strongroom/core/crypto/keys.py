@@ -11,7 +11,8 @@ Invariants every adapter keeps (checked by ``strongroom.testing.contracts``):
   raises ``KeyAccessError`` (or ``IntegrityError``), never returns other bytes.
 * ``rotate()`` creates a new version that becomes current for wrapping; older versions keep
   unwrapping until they are retired with ``set_min_decryption_version``.
-* Unwrapping with a retired version raises ``KeyAccessError``.
+* Unwrapping with a retired version raises ``KeyAccessError``. Where the provider holds the key
+  material itself (the local keyring), retiring a version erases it (crypto-shredding).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class KeyVersionInfo:
     version: int
     created_at: datetime
     retired: bool
-    """True when ``version`` is below the minimum decryption version: it no longer unwraps."""
+    """True when ``version`` is below the minimum decryption version: it no longer unwraps
+    (and its key material is erased where the provider can erase it)."""
 
 
 class KeyProvider(Protocol):
