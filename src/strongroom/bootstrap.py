@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,15 +21,21 @@ from strongroom.adapters.runtimes.lightgbm import LightGBMRuntime
 from strongroom.adapters.runtimes.onnx import OnnxRuntime
 from strongroom.adapters.runtimes.skops import SkopsRuntime
 from strongroom.adapters.runtimes.xgboost import XGBoostRuntime
+from strongroom.adapters.storage.audit_sql import SqlAuditStore
+from strongroom.adapters.storage.checkpoint_dir import DirectoryCheckpointSink
 from strongroom.adapters.storage.local_fs import LocalBlobStore
 from strongroom.adapters.storage.sql import SqlMetadataStore
 from strongroom.config import Settings, read_secret_file
+from strongroom.core.audit.record import AuditEvent, AuditRecord
 from strongroom.core.crypto.keys import KeyProvider
+from strongroom.core.crypto.notes import NoteSigner, NoteVerifier
 from strongroom.core.crypto.signature_policy import SignaturePolicy, TrustedSigner
 from strongroom.core.registry.formats import ModelFormat
 from strongroom.core.registry.ports import BlobStore, MetadataStore
 from strongroom.core.registry.runtime import ModelRuntime
-from strongroom.errors import ConfigurationError
+from strongroom.errors import ConfigurationError, InvalidInputError
+from strongroom.services.audit import AuditWriter
+from strongroom.services.audit_reading import AuditService
 from strongroom.services.keys import KeyService
 from strongroom.services.lifecycle import LifecycleService
 from strongroom.services.publishing import RegistryLimits
@@ -53,6 +60,8 @@ class Container:
     registry: RegistryService
     lifecycle: LifecycleService
     keys: KeyService
+    audit: AuditLog
+    """Record admin and CLI actions with ``audit.record(event)``; close it when done."""
 
 
 def _scheme(url: str) -> str:
@@ -144,6 +153,142 @@ def build_signature_policy(settings: Settings) -> SignaturePolicy:
     return SignaturePolicy(tuple(signers), unsafe_allow_unsigned=settings.unsafe_allow_unsigned)
 
 
+# --- the audit trail ------------------------------------------------------------------------------
+
+
+def _under_home(settings: Settings, path: Path | None) -> Path:
+    if path is None:  # filled by Settings; only a hand-built object lacks it
+        raise ConfigurationError("an audit path setting is missing")
+    return path if path.is_absolute() else settings.home / path
+
+
+def build_audit_store(settings: Settings) -> SqlAuditStore:
+    if _scheme(settings.audit_url) not in SQL_SCHEMES:
+        raise ConfigurationError(
+            "unsupported audit_url scheme",
+            hint="use sqlite:///path/registry.db or postgresql://user@host/db",
+        )
+    return SqlAuditStore(settings.audit_url)
+
+
+def build_checkpoint_sink(settings: Settings) -> DirectoryCheckpointSink:
+    return DirectoryCheckpointSink(_under_home(settings, settings.audit_checkpoint_dir))
+
+
+def load_audit_signer(settings: Settings) -> NoteSigner:
+    path = _under_home(settings, settings.audit_signing_key_file)
+    if not path.exists():
+        raise ConfigurationError(
+            f"no audit checkpoint signing key at {path}",
+            hint="run: strongroom audit init (or set audit_signing_key_file)",
+        )
+    try:
+        return NoteSigner.from_skey(read_secret_file(path))
+    except InvalidInputError:
+        raise ConfigurationError(f"{path} is not an audit checkpoint signing key") from None
+
+
+def audit_verifiers(settings: Settings) -> tuple[NoteVerifier, ...]:
+    """The configured trusted checkpoint keys, or this instance's own when none are set."""
+    if not settings.audit_trusted_vkeys:
+        return (load_audit_signer(settings).verifier,)
+    try:
+        return tuple(NoteVerifier.from_vkey(v) for v in settings.audit_trusted_vkeys)
+    except InvalidInputError:
+        raise ConfigurationError("audit_trusted_vkeys holds a malformed verifier key") from None
+
+
+class AuditLog:
+    """This process's audit trail, built on first use and shared by its threads.
+
+    Nothing is opened until needed: ``service().verify()`` needs only the store, the sink and the
+    trusted keys (an auditor's machine has no signing key); the first ``record`` starts the writer,
+    which resumes and checks the log first (``IntegrityError`` if it was tampered with).
+    ``close`` writes a last checkpoint: call it before the process ends.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._store: SqlAuditStore | None = None
+        self._sink: DirectoryCheckpointSink | None = None
+        self._writer: AuditWriter | None = None
+
+    def _parts(self) -> tuple[SqlAuditStore, DirectoryCheckpointSink]:
+        with self._lock:
+            if self._store is None:
+                self._store = build_audit_store(self._settings)
+            if self._sink is None:
+                self._sink = build_checkpoint_sink(self._settings)
+            return self._store, self._sink
+
+    def writer(self) -> AuditWriter:
+        store, sink = self._parts()
+        with self._lock:
+            if self._writer is None:
+                settings = self._settings
+                try:
+                    writer = AuditWriter(
+                        store,
+                        sink,
+                        load_audit_signer(settings),
+                        settings.audit_origin,
+                        utc_now,
+                        verifiers=audit_verifiers(settings),
+                    )
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        "the audit signing key is not among audit_trusted_vkeys"
+                    ) from exc
+                writer.start()
+                self._writer = writer
+            return self._writer
+
+    def record(self, event: AuditEvent) -> AuditRecord:
+        """Make ``event`` durable; ``AuditUnavailableError`` (fail closed) if it cannot be."""
+        return self.writer().record(event)
+
+    def service(self) -> AuditService:
+        store, sink = self._parts()
+        return AuditService(
+            store,
+            sink,
+            audit_verifiers(self._settings),
+            self._settings.audit_origin,
+            recorder=self.record,
+            clock=utc_now,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            writer, store = self._writer, self._store
+            self._writer = self._store = None
+        if writer is not None:
+            writer.close()
+        if store is not None:
+            store.close()
+
+
+def initialise_audit(settings: Settings) -> Path:
+    """Create what the audit trail needs, keeping what exists (so it also upgrades an instance
+    made before the audit trail): the checkpoint signing key (Ed25519, 0600, never overwritten),
+    the external checkpoint directory (0700) and the audit tables. Returns the key's path."""
+    key = _under_home(settings, settings.audit_signing_key_file)
+    key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not key.exists():
+        signer = NoteSigner.generate(settings.audit_origin, os.urandom)
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(signer.to_skey() + "\n")
+    build_checkpoint_sink(settings)
+    store = build_audit_store(settings)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    return key
+
+
 def build_container(settings: Settings) -> Container:
     metadata = build_metadata_store(settings)
     blobs = build_blob_store(settings)
@@ -170,6 +315,7 @@ def build_container(settings: Settings) -> Container:
         registry=registry,
         lifecycle=LifecycleService(metadata=metadata, registry=registry, clock=utc_now),
         keys=KeyService(metadata=metadata, blobs=blobs, keys=keys),
+        audit=AuditLog(settings),
     )
 
 
@@ -181,7 +327,8 @@ class InitResult:
 
 
 def initialise(settings: Settings) -> InitResult:
-    """Create an embedded instance: data directory, sealed keyring, database schema, blob store.
+    """Create an embedded instance: data directory, sealed keyring, database schema, blob store,
+    and the audit trail's checkpoint signing key and external checkpoint directory.
 
     Refuses to overwrite an existing keyring. When no passphrase is configured, generates one into
     ``<home>/secrets/keyring-passphrase`` (0600) for development and says so; production
@@ -212,6 +359,7 @@ def initialise(settings: Settings) -> InitResult:
         scrypt_n=settings.keyring_scrypt_n,
     )
     build_metadata_store(settings).migrate()
+    initialise_audit(settings)
     database = home / "registry.db"
     if database.exists():  # SQLite creates it with the umask; the registry keeps files 0600
         database.chmod(0o600)

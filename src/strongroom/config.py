@@ -95,6 +95,31 @@ class Settings(BaseSettings):
 
     onnx_intra_op_threads: int = Field(default=1, ge=1, le=64)
 
+    audit_url: str = ""
+    """Where audit records and checkpoints are kept: ``sqlite:///...`` or ``postgresql://...``;
+    by default the same database as ``metadata_url``."""
+
+    audit_checkpoint_dir: Path | None = None
+    """The *second* home of signed audit checkpoints (default
+    ``<home>/audit-checkpoints-external``, which is only fit for development).
+
+    Production must point it elsewhere: a mount that the database's administrators cannot
+    rewrite (another host, a WORM volume, a directory shipped off the box). Beside the database
+    it catches mistakes, not an insider who truncates the log and its checkpoints together."""
+
+    audit_origin: str = Field(
+        default="strongroom.local/audit", pattern=r"^[^\s+\x00-\x1f\x7f]{1,256}$"
+    )
+    """Name of this audit log in its checkpoints (and of their signing key): a schema-less URL."""
+
+    audit_signing_key_file: Path | None = None
+    """The Ed25519 checkpoint signing key (default ``<home>/secrets/audit-checkpoint.key``),
+    made by ``strongroom init``; a secret, 0600."""
+
+    audit_trusted_vkeys: tuple[str, ...] = ()
+    """Verifier keys (``name+id+key``) trusted for audit checkpoints. Empty: trust this instance's
+    own key. Set it to verify on another machine, or to keep trusting a rotated-out key."""
+
     @model_validator(mode="after")
     def _fill_urls(self) -> Settings:
         home = self.home.expanduser().resolve()
@@ -106,6 +131,15 @@ class Settings(BaseSettings):
         for name, value in defaults.items():
             if not getattr(self, name):
                 object.__setattr__(self, name, value)
+        if not self.audit_url:
+            object.__setattr__(self, "audit_url", self.metadata_url)
+        paths = {
+            "audit_checkpoint_dir": home / "audit-checkpoints-external",
+            "audit_signing_key_file": home / "secrets" / "audit-checkpoint.key",
+        }
+        for name, path in paths.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, path)
         object.__setattr__(self, "home", home)
         return self
 

@@ -176,3 +176,13 @@ class StorageError(StrongroomError):
     """A backend (database, object store, key service) failed or is unreachable."""
 
     code = "storage.unavailable"
+
+
+class AuditUnavailableError(StorageError):
+    """The audit log cannot make a record durable now, so the action must not happen (fail closed).
+
+    The server answers 503 and the CLI exits with the storage code; the writer recovers by itself
+    once its store is back.
+    """
+
+    code = "audit.unavailable"

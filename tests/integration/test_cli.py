@@ -112,6 +112,20 @@ def test_push_promote_verify_rotate_export(instance: Path, tmp_path: Path):
         public_key=tmp_path / "signer.pub.pem"
     ).verify(tmp_path / "model.onnx", sig)
 
+    trail = cli_json(home, "audit", "tail", "-n", "50")
+    actions = [(r["action"], r["outcome"]) for r in trail]
+    assert actions[:7] == [
+        ("model.push", "allowed"),
+        ("model.push", "allowed"),
+        ("model.promote", "allowed"),
+        ("model.promote", "allowed"),
+        ("model.rollback", "allowed"),
+        ("key.rotate", "allowed"),
+        ("audit.read", "allowed"),
+    ], "one record per registry-changing command, in order"
+    assert trail[0]["model_version"] == 1
+    assert trail[0]["manifest_digest"] == pushed["manifest_digest"]
+
     gc = cli_json(home, "registry", "gc")
     assert gc == {"dry_run": True, "orphan_blobs": [], "temporaries_removed": 0, "too_young": 0}
 
@@ -128,6 +142,11 @@ def test_errors_are_clear_and_mapped_to_exit_codes(instance: Path, tmp_path: Pat
         home, "model", "push", "fraud", str(tmp_path / "model.onnx"), "--owner", "x", expect=6
     )
     assert "security.signature" in unsigned.stderr
+    refused = cli_json(home, "audit", "tail", "-n", "5")
+    assert [(r["action"], r["outcome"], r["reason"]) for r in refused[-3:-1]] == [
+        ("model.push", "error", "input.unsupported_format"),
+        ("model.push", "denied", "security.signature"),
+    ], "refused commands are audited too"
 
     other = cli(
         home,

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from strongroom.adapters.storage.audit_sql import build_audit_tables
 from strongroom.adapters.storage.schema import build_tables
 from strongroom.adapters.storage.sql import PG_CONNECT_TIMEOUT_S, SqlMetadataStore, resolve_url
 from strongroom.core.registry.model import Stage
@@ -30,6 +31,7 @@ from strongroom.errors import (
 from strongroom.testing.contracts.storage import make_record, stage_event
 
 VERSION_TABLE = "strongroom_registry_version"
+AUDIT_TABLES = {"audit_records", "audit_checkpoints", "audit_tree_state"}  # migration 0002
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -138,8 +140,9 @@ def test_sqlite_connections_are_durable_and_checked(tmp_path: Path) -> None:
 
 def test_migrate_builds_the_schema_on_a_fresh_database(store: SqlMetadataStore) -> None:
     tables = set(sa.inspect(store._engine).get_table_names())
-    assert tables == {"models", "model_versions", "artifacts", "stage_events", VERSION_TABLE}
-    assert scalar(store, f"SELECT version_num FROM {VERSION_TABLE}") == "0001"
+    registry = {"models", "model_versions", "artifacts", "stage_events", VERSION_TABLE}
+    assert tables == registry | AUDIT_TABLES
+    assert scalar(store, f"SELECT version_num FROM {VERSION_TABLE}") == "0002"
     store.migrate()
     assert scalar(store, f"SELECT count(*) FROM {VERSION_TABLE}") == 1
 
@@ -152,8 +155,10 @@ def test_table_definitions_match_the_migrations(store: SqlMetadataStore) -> None
             )
             return list(compare_metadata(context, metadata))
 
-    assert differences(store._tables.metadata) == []
+    # One migration stream builds the registry and the audit tables (0002_audit.py).
+    assert differences(build_audit_tables(store._tables.metadata).metadata) == []
     drifted = build_tables()
+    build_audit_tables(drifted.metadata)
     drifted.artifacts.append_column(sa.Column("extra", sa.Integer()))
     assert differences(drifted.metadata) != []  # the comparison does see drift
 
@@ -170,7 +175,7 @@ def test_postgres_tables_land_in_the_connection_schema(postgres_schema_url: str)
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = :s",
             s=schema,
         )
-        assert count == 5
+        assert count == 5 + len(AUDIT_TABLES)
     finally:
         store.close()
 

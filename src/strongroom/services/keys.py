@@ -54,6 +54,10 @@ class KeyService:
         self._blobs = blobs
         self._keys = keys
 
+    @property
+    def key_id(self) -> str:
+        return self._keys.key_id
+
     def usage(self) -> list[KeyUsage]:
         """KEK versions with the number of artifacts the metadata index says each one wraps."""
         counts: dict[int, int] = {}

@@ -11,7 +11,7 @@ from rich.table import Table
 from strongroom.entrypoints.cli.output import EXIT_CONFLICT, EXIT_SECURITY
 
 if TYPE_CHECKING:
-    from strongroom.entrypoints.cli.main import CliState
+    from strongroom.entrypoints.cli.state import CliState
 
 app = typer.Typer(help="Key-encryption keys: list, rotate, retire.", no_args_is_help=True)
 
@@ -55,13 +55,22 @@ def rotate(
     """Create a new KEK version and re-wrap every data key (bodies are not re-encrypted)."""
     state: CliState = ctx.obj
     service = state.container.keys
-    with Progress(console=state.output.errors, disable=state.output.json_mode) as progress:
+    with (
+        state.audited("key.rotate", service.key_id, retire_old=retire_old) as audit,
+        Progress(console=state.output.errors, disable=state.output.json_mode) as progress,
+    ):
         task = progress.add_task("re-wrapping data keys", total=None)
 
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
         report = service.rotate(retire_old=retire_old, on_progress=advance)
+        audit.update(
+            new_version=report.new_version.version,
+            rewrapped=report.rewrapped,
+            failures=len(report.failures),
+            retired_below=report.retired_below,
+        )
     failures = [
         {"model": f.model, "version": f.version, "path": f.path, "error": f.code}
         for f in report.failures
@@ -100,5 +109,7 @@ def retire(
 ) -> None:
     """Set the minimum decryption version (refused while artifacts still need older ones)."""
     state: CliState = ctx.obj
-    state.container.keys.retire_below(below)
+    keys = state.container.keys
+    with state.audited("key.retire", keys.key_id, below=below):
+        keys.retire_below(below)
     state.output.emit({"min_decryption_version": below}, f"key versions below {below} retired")

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from strongroom import __version__, bootstrap
-from strongroom.config import Settings, load_settings
-from strongroom.entrypoints.cli import keys, maintenance, models, quickstart
+from strongroom.entrypoints.cli import audit, keys, maintenance, models, quickstart
 from strongroom.entrypoints.cli.output import EXIT_FAILURE, Output
+from strongroom.entrypoints.cli.state import CliState
 from strongroom.errors import StrongroomError
 
 app = typer.Typer(
@@ -30,28 +29,7 @@ app = typer.Typer(
 app.add_typer(models.app, name="model")
 app.add_typer(keys.app, name="keys")
 app.add_typer(maintenance.app, name="registry")
-
-
-@dataclass
-class CliState:
-    """Per-invocation state: settings parsed once, the container built on first use."""
-
-    home: Path | None
-    output: Output
-    _settings: Settings | None = None
-    _container: bootstrap.Container | None = field(default=None, repr=False)
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(home=self.home)
-        return self._settings
-
-    @property
-    def container(self) -> bootstrap.Container:
-        if self._container is None:
-            self._container = bootstrap.build_container(self.settings)
-        return self._container
+app.add_typer(audit.app, name="audit")
 
 
 @app.callback()
@@ -74,7 +52,9 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    ctx.obj = CliState(home=home, output=Output(json_mode=json_output))
+    state = CliState(home=home, output=Output(json_mode=json_output))
+    ctx.obj = state
+    ctx.call_on_close(state.close)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from strongroom.entrypoints.cli.main import CliState
+    from strongroom.entrypoints.cli.state import CliState
 
 app = typer.Typer(help="Registry maintenance.", no_args_is_help=True)
 
@@ -31,9 +31,11 @@ def gc(
     that is still running.
     """
     state: CliState = ctx.obj
-    report = state.container.registry.collect_garbage(
-        dry_run=not apply, min_age=timedelta(minutes=min_age_minutes)
-    )
+    with state.audited("registry.gc", "artifacts", apply=apply) as audit:
+        report = state.container.registry.collect_garbage(
+            dry_run=not apply, min_age=timedelta(minutes=min_age_minutes)
+        )
+        audit["orphans"] = len(report.orphan_blobs)
     verb = "would delete" if report.dry_run else "deleted"
     state.output.emit(
         {

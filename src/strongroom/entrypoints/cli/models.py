@@ -20,7 +20,7 @@ from strongroom.services.registry import VersionView
 from strongroom.services.signing import sign_files
 
 if TYPE_CHECKING:
-    from strongroom.entrypoints.cli.main import CliState
+    from strongroom.entrypoints.cli.state import CliState
 
 app = typer.Typer(help="Publish, inspect and move model versions.", no_args_is_help=True)
 
@@ -125,7 +125,10 @@ def push(
             password=password.rstrip(b"\r\n") if password else None,
             single_file=single_file,
         )
-    with state.output.console.status("encrypting and publishing...", spinner="dots"):
+    with (
+        state.audited("model.push", name) as audit,
+        state.output.console.status("encrypting and publishing...", spinner="dots"),
+    ):
         result = registry.publish(
             PublishRequest(
                 model=name,
@@ -140,6 +143,12 @@ def push(
                 reference_csv=_read_side_file(reference, "reference sample"),
                 trusted_types=tuple(trusted_type or ()),
             )
+        )
+        audit.update(
+            model_version=result.record.version,
+            manifest_digest=result.record.manifest_digest,
+            signer=result.signer,
+            unsafe_unsigned=result.signer is None,
         )
     for warning in result.warnings:
         state.output.warn(warning)
@@ -247,9 +256,10 @@ def promote(
 ) -> None:
     """Move a version to staging, production or archived (production is verified first)."""
     state: CliState = ctx.obj
-    events = state.container.lifecycle.promote(
-        name, version, to, reason=reason, actor=default_actor()
-    )
+    with state.audited("model.promote", name, model_version=version, to=to.value, reason=reason):
+        events = state.container.lifecycle.promote(
+            name, version, to, reason=reason, actor=default_actor()
+        )
     _emit_events(state, events)
 
 
@@ -261,7 +271,9 @@ def rollback(
 ) -> None:
     """Put back in production the version that served before the current one."""
     state: CliState = ctx.obj
-    events = state.container.lifecycle.rollback(name, reason=reason, actor=default_actor())
+    with state.audited("model.rollback", name, reason=reason) as audit:
+        events = state.container.lifecycle.rollback(name, reason=reason, actor=default_actor())
+        audit["model_version"] = events[-1].version
     _emit_events(state, events)
 
 

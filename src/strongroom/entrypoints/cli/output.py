@@ -35,6 +35,7 @@ EXIT_CONFLICT = 5
 EXIT_SECURITY = 6
 EXIT_CONFIG = 7
 EXIT_STORAGE = 8
+EXIT_INCOMPLETE = 9  # `audit verify`: every check passed, but completeness cannot be proven
 
 _EXIT_CODES: tuple[tuple[type[StrongroomError], int], ...] = (
     (InvalidInputError, EXIT_INPUT),

@@ -20,15 +20,16 @@ import typer
 from rich.table import Table
 
 from strongroom import bootstrap
-from strongroom.config import CONFIG_FILE_NAME, load_settings
+from strongroom.config import CONFIG_FILE_NAME
 from strongroom.core.registry.manifest import ModelCard
 from strongroom.core.registry.model import Stage
 from strongroom.errors import MissingExtraError
 from strongroom.services.publishing import PublishRequest
+from strongroom.services.registry import PublishResult, RegistryService
 from strongroom.services.signing import generate_signing_key, sign_files
 
 if TYPE_CHECKING:
-    from strongroom.entrypoints.cli.main import CliState
+    from strongroom.entrypoints.cli.state import CliState
 
 MODEL_NAME = "fraud"
 SIGNER_NAME = "quickstart-signer"
@@ -78,8 +79,7 @@ def _ensure_instance(state: CliState) -> None:
             "",
         ]
         config.write_text("\n".join(lines), encoding="utf-8")
-    state._settings = load_settings(home=home)  # noqa: SLF001 - re-read the new configuration
-    state._container = None  # noqa: SLF001
+    state.reload()
 
 
 def _train(rows: int, seed: int) -> tuple[Any, Any, Any, dict[str, float]]:
@@ -131,6 +131,31 @@ def _reference_csv(rows: Any) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+def _publish(
+    registry: RegistryService,
+    onnx_bytes: bytes,
+    metrics: dict[str, float],
+    bundle: str,
+    reference: bytes,
+) -> PublishResult:
+    return registry.publish(
+        PublishRequest(
+            model=MODEL_NAME,
+            files={"fraud.onnx": onnx_bytes},
+            single_file=True,
+            card=ModelCard(
+                owner="fraud-ml-team",
+                description="Synthetic card-fraud classifier made by strongroom quickstart",
+                training_data="synthetic: sklearn make_classification, 20 features, 10% fraud",
+                metrics=metrics,
+            ),
+            actor="cli:quickstart",
+            signature_bundle=bundle,
+            reference_csv=reference,
+        )
+    )
+
+
 def _plaintext_on_disk(root: Path, plaintext: bytes) -> bool:
     """Scan every stored file for a 64-byte window of the model: proof that bodies are sealed."""
     window = plaintext[len(plaintext) // 2 : len(plaintext) // 2 + 64]
@@ -168,30 +193,17 @@ def quickstart(
     out.note("signed it (OpenSSF model-signing bundle, ECDSA P-256)")
 
     registry = state.container.registry
-    result = registry.publish(
-        PublishRequest(
-            model=MODEL_NAME,
-            files={"fraud.onnx": onnx_bytes},
-            single_file=True,
-            card=ModelCard(
-                owner="fraud-ml-team",
-                description="Synthetic card-fraud classifier made by strongroom quickstart",
-                training_data="synthetic: sklearn make_classification, 20 features, 10% fraud",
-                metrics=metrics,
-            ),
-            actor="cli:quickstart",
-            signature_bundle=bundle,
-            reference_csv=reference,
+    with state.audited("model.push", MODEL_NAME) as audit:
+        result = _publish(registry, onnx_bytes, metrics, bundle, reference)
+        audit.update(
+            model_version=result.record.version, manifest_digest=result.record.manifest_digest
         )
-    )
     version = result.record.version
-    lifecycle = state.container.lifecycle
-    lifecycle.promote(
-        MODEL_NAME, version, Stage.STAGING, reason="quickstart", actor="cli:quickstart"
-    )
-    lifecycle.promote(
-        MODEL_NAME, version, Stage.PRODUCTION, reason="quickstart", actor="cli:quickstart"
-    )
+    for stage in (Stage.STAGING, Stage.PRODUCTION):
+        with state.audited("model.promote", MODEL_NAME, model_version=version, to=stage.value):
+            state.container.lifecycle.promote(
+                MODEL_NAME, version, stage, reason="quickstart", actor="cli:quickstart"
+            )
     out.note(f"pushed and promoted {MODEL_NAME} v{version} to production")
 
     loaded = registry.load_model(MODEL_NAME)
@@ -253,3 +265,4 @@ def _show(
     out.note(f"  strongroom --home {home} model list {MODEL_NAME}")
     out.note(f"  strongroom --home {home} model verify {MODEL_NAME}")
     out.note(f"  strongroom --home {home} keys rotate --retire-old")
+    out.note(f"  strongroom --home {home} audit verify")

@@ -1,0 +1,324 @@
+"""``SqlAuditStore``: the audit log's ``AuditStore`` on SQLite or PostgreSQL (SQLAlchemy Core).
+
+Tables (created by migration ``0002_audit``, in the registry's migration stream):
+
+* ``audit_records(seq PK, canonical, leaf_hash, time, action, principal, outcome)``: the
+  canonical bytes are the record; the other columns are indexes for the auditor's queries and
+  are never trusted by verification.
+* ``audit_checkpoints(size PK, text)``: signed checkpoints, one per size.
+* ``audit_tree_state(size PK, nodes)``: the writer's compact range at its newest checkpoint
+  (``nodes`` concatenated), so that a restarted writer need not re-read the whole log. Only the
+  newest row is kept.
+
+Invariants (see ``core.audit.ports``), and how this module keeps them:
+
+* One batch is one transaction that first takes the log's write lock, so the "does the batch
+  start at ``size()``?" check and the insert cannot interleave with another writer's: on SQLite
+  ``BEGIN IMMEDIATE`` (and the file is in WAL mode with ``synchronous = FULL``, so a committed
+  batch survives power loss), on PostgreSQL a transaction-scoped advisory lock. A batch that does
+  not start at ``size()`` is a ``ConflictError`` and nothing is written; the primary key is the
+  last line of defence.
+* Any other database failure is a ``StorageError`` whose message holds no SQL and no URL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sqlalchemy as sa
+
+from strongroom.adapters.storage.schema import UtcDateTime
+from strongroom.adapters.storage.sql import SqlMetadataStore, resolve_url
+from strongroom.core.audit.merkle import HASH_BYTES
+from strongroom.core.audit.ports import (
+    MAX_READ_LIMIT,
+    AuditQuery,
+    Rebase,
+    StoredRecord,
+    TreeState,
+    check_batch,
+)
+from strongroom.core.audit.record import AuditRecord
+from strongroom.errors import (
+    ConfigurationError,
+    ConflictError,
+    IntegrityError,
+    MissingExtraError,
+    StorageError,
+    StrongroomError,
+)
+
+SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
+PG_CONNECT_TIMEOUT_S: Final = 10
+_WRITE_OPTION: Final = "strongroom_audit_write"
+_WAL_ATTEMPTS: Final = 5
+_CONFLICT: Final = "the audit log moved on: another writer appended first"
+_APPEND_LOCK: Final = 0x7372617564  # pg_advisory_xact_lock key serialising appends ("sraud")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditTables:
+    metadata: sa.MetaData
+    records: sa.Table
+    checkpoints: sa.Table
+    tree_state: sa.Table
+
+
+def build_audit_tables(metadata: sa.MetaData | None = None) -> AuditTables:
+    """Table objects of the latest audit migration (a test compares them with the migrations)."""
+    metadata = sa.MetaData() if metadata is None else metadata
+    records = sa.Table(
+        "audit_records",
+        metadata,
+        sa.Column("seq", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sa.Column("canonical", sa.LargeBinary(), nullable=False),
+        sa.Column("leaf_hash", sa.LargeBinary(), nullable=False),
+        sa.Column("time", UtcDateTime(), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("principal", sa.String(256), nullable=True),
+        sa.Column("outcome", sa.String(16), nullable=False),
+        sa.CheckConstraint("seq >= 0", name="ck_audit_records_seq"),
+        sa.Index("ix_audit_records_time", "time"),
+        sa.Index("ix_audit_records_action", "action", "seq"),
+        sa.Index("ix_audit_records_principal", "principal", "seq"),
+    )
+    checkpoints = sa.Table(
+        "audit_checkpoints",
+        metadata,
+        sa.Column("size", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sa.Column("text", sa.Text(), nullable=False),
+    )
+    tree_state = sa.Table(
+        "audit_tree_state",
+        metadata,
+        sa.Column("size", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sa.Column("nodes", sa.LargeBinary(), nullable=False),
+    )
+    return AuditTables(metadata, records, checkpoints, tree_state)
+
+
+# --- engine -----------------------------------------------------------------------------------
+
+
+def _resolve(url: str) -> sa.URL:
+    """``sql.resolve_url``, with messages that name the audit store."""
+    try:
+        return resolve_url(url)
+    except MissingExtraError:
+        raise
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"audit_url: {exc.message}", hint=exc.hint) from None
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    """WAL and ``synchronous = FULL``: a commit is on disk when it returns (as in ``sql``)."""
+    dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" listener emits BEGIN
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
+        for attempt in range(1, _WAL_ATTEMPTS + 1):  # two fresh connections may race to switch
+            try:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == _WAL_ATTEMPTS:
+                    raise
+        cursor.execute("PRAGMA synchronous = FULL")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite(conn: sa.Connection) -> None:
+    write = conn.get_execution_options().get(_WRITE_OPTION)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _create_engine(url: sa.URL) -> sa.Engine:
+    try:
+        if url.get_backend_name() == "sqlite":
+            engine = sa.create_engine(url)
+            sa.event.listen(engine, "connect", _configure_sqlite)
+            sa.event.listen(engine, "begin", _begin_sqlite)
+            return engine
+        timeout = (
+            {} if "connect_timeout" in url.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        )
+        return sa.create_engine(url, pool_pre_ping=True, connect_args=timeout)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, TypeError):
+        raise ConfigurationError("the audit store URL has invalid options") from None
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_READ_LIMIT:
+        raise ValueError(f"limit must be in [1, {MAX_READ_LIMIT}]")
+
+
+class SqlAuditStore:
+    """``AuditStore`` on ``sqlite:///path``, ``postgresql://`` or ``postgresql+psycopg://``."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._engine = _create_engine(_resolve(url))
+        self._tables = build_audit_tables()
+
+    def close(self) -> None:
+        """Close pooled connections; the store reconnects if used again."""
+        self._engine.dispose()
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema: the one migration stream shared with the registry."""
+        migrator = SqlMetadataStore(self._url)
+        try:
+            migrator.migrate()
+        finally:
+            migrator.close()
+
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[sa.Connection]:
+        try:
+            with self._engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{_WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except StrongroomError:
+            raise
+        except sa.exc.IntegrityError as exc:
+            if not write:
+                raise StorageError("the audit store refused a read") from exc
+            raise ConflictError(_CONFLICT) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError("the audit store is unavailable or failed") from exc
+
+    def _next_seq(self, conn: sa.Connection) -> int:
+        highest = conn.execute(sa.select(sa.func.max(self._tables.records.c.seq))).scalar_one()
+        return 0 if highest is None else int(highest) + 1
+
+    # --- records ----------------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self._transaction() as conn:
+            return self._next_seq(conn)
+
+    def append_batch(self, records: Sequence[AuditRecord]) -> None:
+        check_batch(records)
+        if not records:
+            return
+        with self._transaction(write=True) as conn:
+            self._insert(conn, records)
+
+    def append_rebased(self, known: int, build: Rebase) -> None:
+        t = self._tables.records
+        query = sa.select(t.c.seq, t.c.canonical).where(t.c.seq >= known).order_by(t.c.seq)
+        with self._transaction(write=True) as conn:
+            self._lock_appends(conn)
+            missed = [StoredRecord(int(r.seq), bytes(r.canonical)) for r in conn.execute(query)]
+            records = build(missed)
+            check_batch(records)
+            if records:
+                self._insert(conn, records)
+
+    @staticmethod
+    def _lock_appends(conn: sa.Connection) -> None:
+        """Serialise appends: SQLite's ``BEGIN IMMEDIATE`` already did; PostgreSQL takes an
+        advisory lock until the transaction ends (database-wide, so shared by every schema)."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_APPEND_LOCK)))
+
+    def _insert(self, conn: sa.Connection, records: Sequence[AuditRecord]) -> None:
+        self._lock_appends(conn)
+        if self._next_seq(conn) != records[0].seq:
+            raise ConflictError(_CONFLICT)
+        rows = [
+            {
+                "seq": record.seq,
+                "canonical": record.canonical,
+                "leaf_hash": record.leaf_hash(),
+                "time": record.time,
+                "action": record.action,
+                "principal": record.principal,
+                "outcome": str(record.outcome),
+            }
+            for record in records
+        ]
+        conn.execute(self._tables.records.insert(), rows)
+
+    def read(self, start_seq: int, limit: int) -> list[StoredRecord]:
+        _check_limit(limit)
+        t = self._tables.records
+        query = (
+            sa.select(t.c.seq, t.c.canonical)
+            .where(t.c.seq >= start_seq)
+            .order_by(t.c.seq)
+            .limit(limit)
+        )
+        with self._transaction() as conn:
+            rows = conn.execute(query).all()
+        return [StoredRecord(int(row.seq), bytes(row.canonical)) for row in rows]
+
+    def query(self, query: AuditQuery) -> list[StoredRecord]:
+        t = self._tables.records
+        where = [t.c.seq > query.after_seq]
+        if query.action is not None:
+            where.append(t.c.action == query.action)
+        if query.principal is not None:
+            where.append(t.c.principal == query.principal)
+        if query.since is not None:
+            where.append(t.c.time >= query.since)
+        if query.until is not None:
+            where.append(t.c.time < query.until)
+        select = (
+            sa.select(t.c.seq, t.c.canonical).where(*where).order_by(t.c.seq).limit(query.limit)
+        )
+        with self._transaction() as conn:
+            rows = conn.execute(select).all()
+        return [StoredRecord(int(row.seq), bytes(row.canonical)) for row in rows]
+
+    # --- checkpoints and tree state ---------------------------------------------------------
+
+    def save_checkpoint(self, size: int, text: str, nodes: Sequence[bytes] | None = None) -> None:
+        if nodes is not None and any(len(node) != HASH_BYTES for node in nodes):
+            raise ValueError("tree nodes are 32-byte hashes")
+        cp, state = self._tables.checkpoints, self._tables.tree_state
+        with self._transaction(write=True) as conn:
+            known = conn.execute(sa.select(cp.c.text).where(cp.c.size == size)).scalar()
+            if known is None:
+                conn.execute(cp.insert().values(size=size, text=text))
+            elif known != text:
+                raise IntegrityError("a different checkpoint of this size is stored: a fork")
+            if nodes is None:
+                return
+            packed = b"".join(nodes)
+            stored = conn.execute(sa.select(state.c.nodes).where(state.c.size == size)).scalar()
+            if stored is None:
+                conn.execute(state.insert().values(size=size, nodes=packed))
+            elif bytes(stored) != packed:
+                raise IntegrityError("a different tree state of this size is stored")
+            conn.execute(sa.delete(state).where(state.c.size < size))
+
+    def last_checkpoint(self) -> str | None:
+        cp = self._tables.checkpoints
+        with self._transaction() as conn:
+            text = conn.execute(sa.select(cp.c.text).order_by(cp.c.size.desc()).limit(1)).scalar()
+        return None if text is None else str(text)
+
+    def checkpoints(self) -> list[str]:
+        cp = self._tables.checkpoints
+        with self._transaction() as conn:
+            texts = conn.execute(sa.select(cp.c.text).order_by(cp.c.size)).scalars().all()
+        return [str(text) for text in texts]
+
+    def load_tree_state(self) -> TreeState | None:
+        state = self._tables.tree_state
+        query = sa.select(state.c.size, state.c.nodes).order_by(state.c.size.desc()).limit(1)
+        with self._transaction() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        packed = bytes(row.nodes)
+        nodes = tuple(packed[i : i + HASH_BYTES] for i in range(0, len(packed), HASH_BYTES))
+        return TreeState(int(row.size), nodes)

@@ -1,0 +1,124 @@
+"""``strongroom audit`` as an operator runs it: real processes, exit codes, a tampered table."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SignerKeys
+
+SCRYPT_N = "16384"  # the floor; keeps the tests fast
+
+
+def cli(home: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "STRONGROOM_HOME": str(home),
+        "STRONGROOM_KEYRING_SCRYPT_N": SCRYPT_N,
+        "COLUMNS": "200",
+    }
+    env.pop("STRONGROOM_KEYRING_PASSPHRASE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "strongroom", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def cli_json(home: Path, *args: str, expect: int = 0) -> object:
+    return json.loads(cli(home, "--json", *args, expect=expect).stdout)
+
+
+@pytest.fixture
+def instance(tmp_path: Path, signer: SignerKeys, trained_model) -> Path:
+    home = tmp_path / "home"
+    result = cli_json(home, "init")
+    assert isinstance(result, dict)
+    passphrase = result["generated_passphrase_file"]
+    (tmp_path / "signer.pem").write_bytes(signer.private_pem)
+    (tmp_path / "signer.pub.pem").write_bytes(signer.public_pem)
+    (home / "strongroom.toml").write_text(
+        f'keyring_passphrase_file = "{passphrase}"\n\n[[signers]]\nname = "team-a"\n'
+        f'public_key_file = "{tmp_path / "signer.pub.pem"}"\nmodels = ["fraud*"]\n'
+    )
+    (tmp_path / "model.onnx").write_bytes(trained_model.onnx)
+    return home
+
+
+def stored_rows(home: Path) -> list[bytes]:
+    with sqlite3.connect(home / "registry.db") as db:
+        rows = db.execute("SELECT canonical FROM audit_records ORDER BY seq").fetchall()
+    return [bytes(row[0]) for row in rows]
+
+
+@pytest.mark.slow
+def test_audit_commands_from_init_to_a_tampered_table(instance: Path, tmp_path: Path) -> None:
+    home = instance
+    key = home / "secrets" / "audit-checkpoint.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "audit-checkpoints-external").stat().st_mode) == 0o700
+    pushed = cli_json(
+        home, "model", "push", "fraud", str(tmp_path / "model.onnx"),
+        "--sign-key", str(tmp_path / "signer.pem"), "--owner", "risk",
+    )  # fmt: skip
+    assert isinstance(pushed, dict)
+    assert pushed["version"] == 1  # the registry works beside the audit tables
+
+    # The push wrote one record and, on exit, a checkpoint to both sinks. Without the external
+    # copy, nothing proves that the log was not truncated: exit 9, never "OK".
+    external = home / "audit-checkpoints-external"
+    for checkpoint in external.iterdir():
+        checkpoint.unlink()
+    unproven = cli_json(home, "audit", "verify", expect=9)
+    assert isinstance(unproven, dict)
+    assert (unproven["ok"], unproven["complete"], unproven["records_checked"]) == (True, False, 1)
+
+    tail = cli_json(home, "audit", "tail", "-n", "5")
+    assert isinstance(tail, list)
+    push, own = tail
+    assert (push["seq"], push["action"], push["outcome"]) == (0, "model.push", "allowed")
+    assert (own["seq"], own["action"], own["details"]) == (
+        1,
+        "audit.read",
+        {"operation": "tail", "n": 5},
+    )
+    assert own["principal"].startswith("cli:")
+
+    verified = cli_json(home, "audit", "verify")
+    assert isinstance(verified, dict)
+    assert (verified["ok"], verified["complete"], verified["records_checked"]) == (True, True, 2)
+
+    out = tmp_path / "audit.jsonl"
+    cli(home, "audit", "export", "--out", str(out))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert out.read_bytes().splitlines() == stored_rows(home)  # canonical bytes, 3 records
+    streamed = cli(home, "audit", "export", "--start", "2").stdout.splitlines()
+    assert [json.loads(line)["details"]["operation"] for line in streamed] == ["export"] * 2
+    cli(home, "audit", "export", "--out", str(out), expect=3)  # never overwrites
+
+    with sqlite3.connect(home / "registry.db") as db:
+        (row,) = db.execute("SELECT canonical FROM audit_records WHERE seq = 2").fetchone()
+        forged = bytes(row).replace(b'"operation":"export"', b'"operation":"tail!!"')
+        db.execute("UPDATE audit_records SET canonical = ? WHERE seq = 2", (forged,))
+    failed = cli(home, "audit", "verify", expect=6)
+    assert "at seq 2" in failed.stdout
+    assert "checkpoint.root_mismatch" in failed.stdout
+    report = cli_json(home, "audit", "verify", expect=6)
+    assert isinstance(report, dict)
+    assert (report["ok"], report["first_bad_seq"]) == (False, 2)
+    refused = cli(home, "audit", "tail", expect=6)  # the writer will not extend a forged log
+    assert "security.integrity" in refused.stderr
+    assert len(stored_rows(home)) == 4
