@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,6 +12,7 @@ from rich.table import Table
 from strongroom.core.registry.formats import ModelFormat
 from strongroom.core.registry.manifest import ModelCard
 from strongroom.core.registry.model import Stage
+from strongroom.entrypoints.cli.state import cli_actor
 from strongroom.entrypoints.cli.uploads import read_upload
 from strongroom.errors import InvalidInputError
 from strongroom.services.publishing import PublishRequest
@@ -26,10 +26,6 @@ app = typer.Typer(help="Publish, inspect and move model versions.", no_args_is_h
 
 MAX_SIDE_FILE_BYTES = 64 * 1024 * 1024
 MAX_VERSION = 2**31 - 1
-
-
-def default_actor() -> str:
-    return f"cli:{getpass.getuser()}"
 
 
 def _read_side_file(path: Path | None, what: str) -> bytes | None:
@@ -134,7 +130,7 @@ def push(
                 model=name,
                 files=files,
                 card=_card(card, owner, description),
-                actor=default_actor(),
+                actor=cli_actor(),
                 single_file=single_file,
                 primary=primary,
                 declared_format=model_format,
@@ -258,7 +254,7 @@ def promote(
     state: CliState = ctx.obj
     with state.audited("model.promote", name, model_version=version, to=to.value, reason=reason):
         events = state.container.lifecycle.promote(
-            name, version, to, reason=reason, actor=default_actor()
+            name, version, to, reason=reason, actor=cli_actor()
         )
     _emit_events(state, events)
 
@@ -272,7 +268,7 @@ def rollback(
     """Put back in production the version that served before the current one."""
     state: CliState = ctx.obj
     with state.audited("model.rollback", name, reason=reason) as audit:
-        events = state.container.lifecycle.rollback(name, reason=reason, actor=default_actor())
+        events = state.container.lifecycle.rollback(name, reason=reason, actor=cli_actor())
         audit["model_version"] = events[-1].version
     _emit_events(state, events)
 
