@@ -18,8 +18,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from strongroom.adapters.storage.audit_sql import build_audit_tables
+from strongroom.adapters.storage.engine import PG_CONNECT_TIMEOUT_S
 from strongroom.adapters.storage.schema import build_tables
-from strongroom.adapters.storage.sql import PG_CONNECT_TIMEOUT_S, SqlMetadataStore, resolve_url
+from strongroom.adapters.storage.sql import SqlMetadataStore, resolve_url
 from strongroom.core.registry.model import Stage
 from strongroom.errors import (
     ConfigurationError,

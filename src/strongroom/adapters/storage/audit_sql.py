@@ -23,14 +23,14 @@ Invariants (see ``core.audit.ports``), and how this module keeps them:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import sqlalchemy as sa
 
+from strongroom.adapters.storage.engine import WRITE_OPTION, create_engine
 from strongroom.adapters.storage.schema import UtcDateTime
 from strongroom.adapters.storage.sql import SqlMetadataStore, resolve_url
 from strongroom.core.audit.merkle import HASH_BYTES
@@ -52,10 +52,6 @@ from strongroom.errors import (
     StrongroomError,
 )
 
-SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
-PG_CONNECT_TIMEOUT_S: Final = 10
-_WRITE_OPTION: Final = "strongroom_audit_write"
-_WAL_ATTEMPTS: Final = 5
 _CONFLICT: Final = "the audit log moved on: another writer appended first"
 _APPEND_LOCK: Final = 0x7372617564  # pg_advisory_xact_lock key serialising appends ("sraud")
 
@@ -114,44 +110,6 @@ def _resolve(url: str) -> sa.URL:
         raise ConfigurationError(f"audit_url: {exc.message}", hint=exc.hint) from None
 
 
-def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """WAL and ``synchronous = FULL``: a commit is on disk when it returns (as in ``sql``)."""
-    dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" listener emits BEGIN
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
-        for attempt in range(1, _WAL_ATTEMPTS + 1):  # two fresh connections may race to switch
-            try:
-                cursor.execute("PRAGMA journal_mode = WAL")
-                break
-            except sqlite3.OperationalError:
-                if attempt == _WAL_ATTEMPTS:
-                    raise
-        cursor.execute("PRAGMA synchronous = FULL")
-    finally:
-        cursor.close()
-
-
-def _begin_sqlite(conn: sa.Connection) -> None:
-    write = conn.get_execution_options().get(_WRITE_OPTION)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-def _create_engine(url: sa.URL) -> sa.Engine:
-    try:
-        if url.get_backend_name() == "sqlite":
-            engine = sa.create_engine(url)
-            sa.event.listen(engine, "connect", _configure_sqlite)
-            sa.event.listen(engine, "begin", _begin_sqlite)
-            return engine
-        timeout = (
-            {} if "connect_timeout" in url.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-        )
-        return sa.create_engine(url, pool_pre_ping=True, connect_args=timeout)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, TypeError):
-        raise ConfigurationError("the audit store URL has invalid options") from None
-
-
 def _check_limit(limit: int) -> None:
     if not 1 <= limit <= MAX_READ_LIMIT:
         raise ValueError(f"limit must be in [1, {MAX_READ_LIMIT}]")
@@ -162,7 +120,7 @@ class SqlAuditStore:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._engine = _create_engine(_resolve(url))
+        self._engine = create_engine(_resolve(url), what="audit store")
         self._tables = build_audit_tables()
 
     def close(self) -> None:
@@ -182,7 +140,7 @@ class SqlAuditStore:
         try:
             with self._engine.connect() as conn:
                 if write:
-                    conn.execution_options(**{_WRITE_OPTION: True})
+                    conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
                     yield conn
         except StrongroomError:

@@ -23,47 +23,19 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 from contextlib import suppress
 from pathlib import Path
 from typing import Final
 
+from strongroom.adapters.storage.files import fsync_directory, prepare_private_directory
 from strongroom.core.audit.ports import checkpoint_size
 from strongroom.core.crypto.notes import MAX_NOTE_BYTES
-from strongroom.errors import ConfigurationError, IntegrityError, StorageError, StrongroomError
+from strongroom.errors import IntegrityError, StorageError, StrongroomError
 
 SIZE_DIGITS: Final = 16
 TEMP_PREFIX: Final = ".tmp-"
 _NAME = re.compile(rf"[0-9]{{{SIZE_DIGITS}}}")
-_DIR_MODE: Final = 0o700
 _FILE_MODE: Final = 0o600
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _prepare(root: Path) -> Path:
-    """Create ``root`` (0700) if absent; refuse a non-directory or a shared-writable one."""
-    try:
-        if not root.exists():
-            root.mkdir(mode=_DIR_MODE, parents=True)
-            root.chmod(_DIR_MODE)  # mkdir's mode is filtered by the umask
-        info = root.stat()
-    except OSError as exc:
-        raise StorageError("cannot create or read the checkpoint directory") from exc
-    if not stat.S_ISDIR(info.st_mode):
-        raise ConfigurationError(f"checkpoint directory {root} is not a directory")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigurationError(
-            f"checkpoint directory {root} is writable by group or others",
-            hint=f"run: chmod 700 {root}",
-        )
-    return root
 
 
 def _read(path: Path) -> str:
@@ -78,7 +50,7 @@ class DirectoryCheckpointSink:
     """``CheckpointSink`` in a directory; see the module docstring for layout and guarantees."""
 
     def __init__(self, root: Path) -> None:
-        self._root = _prepare(Path(root))
+        self._root = prepare_private_directory(Path(root), "checkpoint directory")
 
     @property
     def root(self) -> Path:
@@ -102,7 +74,7 @@ class DirectoryCheckpointSink:
             except FileExistsError:
                 self._check_same(final, data)
             else:
-                _fsync_directory(self._root)
+                fsync_directory(self._root)
         except StrongroomError:
             raise
         except OSError as exc:

@@ -24,16 +24,15 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from strongroom.adapters.storage.files import fsync_directory, prepare_private_directory
 from strongroom.core.registry.ports import BLOB_ID_HEX_LENGTH
 from strongroom.errors import (
-    ConfigurationError,
     InvalidInputError,
     NotFoundError,
     StorageError,
@@ -60,38 +59,11 @@ def _mtime(path: Path) -> datetime:
         return datetime.max.replace(tzinfo=UTC)  # gone or unreadable: never "stale"
 
 
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _prepare_root(root: Path) -> Path:
-    """Create ``root`` (0700) if absent; refuse a non-directory or a shared-writable one."""
-    try:
-        if not root.exists():
-            root.mkdir(mode=_DIR_MODE, parents=True)
-            root.chmod(_DIR_MODE)  # mkdir's mode is filtered by the umask; make it exact
-        info = root.stat()
-    except OSError as exc:
-        raise StorageError("cannot create or read the blob store directory") from exc
-    if not stat.S_ISDIR(info.st_mode):
-        raise ConfigurationError(f"blob store root {root} is not a directory")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigurationError(
-            f"blob store root {root} is writable by group or others",
-            hint=f"run: chmod 700 {root}",
-        )
-    return root
-
-
 class LocalBlobStore:
     """``BlobStore`` in a directory; see the module docstring for layout and guarantees."""
 
     def __init__(self, root: Path) -> None:
-        self._root = _prepare_root(Path(root))
+        self._root = prepare_private_directory(Path(root), "blob store directory")
 
     @property
     def root(self) -> Path:
@@ -113,7 +85,7 @@ class LocalBlobStore:
         try:
             written = self._write_all(fd, chunks)
             temporary.replace(final)  # os.replace: atomic on POSIX
-            _fsync_directory(directory)
+            fsync_directory(directory)
         except BaseException as exc:
             with suppress(FileNotFoundError):
                 temporary.unlink()
@@ -127,7 +99,7 @@ class LocalBlobStore:
             directory.mkdir(mode=_DIR_MODE)
         except FileExistsError:
             return
-        _fsync_directory(self._root)
+        fsync_directory(self._root)
 
     @staticmethod
     def _write_all(fd: int, chunks: Iterable[bytes]) -> int:

@@ -19,11 +19,9 @@ Invariants (see ``core.registry.ports``), and how this module keeps them:
 from __future__ import annotations
 
 import importlib
-import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -31,6 +29,10 @@ from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql, sqlite
 
+from strongroom.adapters.storage.engine import (
+    WRITE_OPTION,
+    create_engine,
+)
 from strongroom.adapters.storage.schema import (
     RegistryTables,
     artifact_record,
@@ -54,11 +56,7 @@ from strongroom.errors import (
 )
 
 _MIGRATIONS = "strongroom.adapters.storage:migrations"
-_WRITE_OPTION = "strongroom_write"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-PG_CONNECT_TIMEOUT_S = 10
 ITER_PAGE_SIZE = 500
-_WAL_ATTEMPTS = 5
 # pg_advisory_xact_lock key serialising concurrent migrations of one database ("srreg" in ASCII).
 _MIGRATION_LOCK = 0x7372726567
 
@@ -98,63 +96,11 @@ def resolve_url(url: str) -> sa.URL:
     )
 
 
-def _enable_wal(cursor: Any) -> None:
-    """Switch the file to WAL (a persistent setting; a no-op once done).
-
-    Retried: two connections switching a fresh file at once deadlock, and SQLite fails one of
-    them at once rather than waiting; by the retry the other has finished the switch.
-    """
-    for attempt in range(1, _WAL_ATTEMPTS + 1):
-        try:
-            cursor.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.OperationalError:
-            if attempt == _WAL_ATTEMPTS:
-                raise
-        else:
-            return
-
-
-def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """Durable, checked SQLite; and let SQLAlchemy, not sqlite3, emit BEGIN (``_begin_sqlite``)."""
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
-        _enable_wal(cursor)
-        cursor.execute("PRAGMA synchronous = FULL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
-
-
-def _begin_sqlite(conn: sa.Connection) -> None:
-    if conn.get_execution_options().get(_WRITE_OPTION):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        conn.exec_driver_sql("BEGIN")
-
-
-def _create_engine(url: sa.URL) -> sa.Engine:
-    try:
-        if url.get_backend_name() == "sqlite":
-            engine = sa.create_engine(url)
-            sa.event.listen(engine, "connect", _configure_sqlite)
-            sa.event.listen(engine, "begin", _begin_sqlite)
-            return engine
-        # libpq waits forever for an unreachable host unless told otherwise.
-        timeout = (
-            {} if "connect_timeout" in url.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-        )
-        return sa.create_engine(url, pool_pre_ping=True, connect_args=timeout)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, TypeError):
-        raise ConfigurationError("the metadata store URL has invalid options") from None
-
-
 class SqlMetadataStore:
     """``MetadataStore`` on ``sqlite:///path``, ``postgresql://`` or ``postgresql+psycopg://``."""
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
-        self._engine = _create_engine(resolve_url(url))
+        self._engine = create_engine(resolve_url(url), what="metadata store")
         self._clock: Clock = clock or _utc_now
         self._tables: RegistryTables = build_tables()
         self._page_size = ITER_PAGE_SIZE
@@ -171,7 +117,7 @@ class SqlMetadataStore:
         try:
             with self._engine.connect() as conn:
                 if conflict is not None:
-                    conn.execution_options(**{_WRITE_OPTION: True})
+                    conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
                     yield conn
         except StrongroomError:
