@@ -371,6 +371,18 @@ def test_subject_prefix_and_invalid_subjects() -> None:
         assert reason_of(lambda sub=sub: principal(config(), sub=sub)) is R.BAD_SUBJECT
 
 
+def test_a_subject_cannot_impersonate_another_issuers_prefix() -> None:
+    """Issuer B (prefix "corp:") has user "alice"; issuer A (no prefix) must not be able to
+    mint the same principal id with sub "corp:alice" (or client_id "corp:svc")."""
+    assert principal(config(subject_prefix="corp:"), sub="alice").id == "user:corp:alice"
+    for sub in ("corp:alice", "corp:", ":alice", "a:b:c"):
+        assert reason_of(lambda sub=sub: principal(config(), sub=sub)) is R.BAD_SUBJECT
+    service = config(subject_kind=SubjectKind.SERVICE)
+    assert (
+        reason_of(lambda: principal(service, sub="corp:svc", client_id="corp:svc")) is R.BAD_SUBJECT
+    )
+
+
 def test_roles_come_only_through_the_closed_map() -> None:
     cfg = config(
         role_claim=("realm_access", "roles"),

@@ -437,7 +437,12 @@ def _identity(config: IssuerConfig, claims: Mapping[str, Any]) -> tuple[Principa
     else:
         name, kind = sub, PrincipalKind.USER
     prefix = "svc:" if kind is PrincipalKind.SERVICE else "user:"
-    principal_id = f"{prefix}{config.subject_prefix}{name}" if isinstance(name, str) else ""
+    # A subject may not contain ':' — prefixes end with one, so "user:" + prefix + subject maps
+    # (issuer, subject) to a principal id one-to-one: issuer A's subject "corp:alice" can never
+    # become issuer B's (prefix "corp:") user "alice".
+    if not isinstance(name, str) or ":" in name:
+        reject(RejectReason.BAD_SUBJECT)
+    principal_id = f"{prefix}{config.subject_prefix}{name}"
     if not PRINCIPAL_ID_RE.fullmatch(principal_id):
         reject(RejectReason.BAD_SUBJECT)
     return kind, principal_id
