@@ -3,6 +3,8 @@ its tables match the migrations, SQLite is durable, failures are ``StorageError`
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,15 @@ from strongroom.adapters.storage.audit_sql import SqlAuditStore, build_audit_tab
 from strongroom.adapters.storage.checkpoint_dir import DirectoryCheckpointSink
 from strongroom.adapters.storage.schema import build_tables
 from strongroom.core.audit.ports import AuditStore, CheckpointSink
-from strongroom.errors import ConfigurationError, StorageError
+from strongroom.core.crypto.notes import NoteSigner
+from strongroom.errors import ConfigurationError, IntegrityError, StorageError
 from strongroom.testing.contracts.audit import (
+    ORIGIN,
     AuditStoreContract,
     CheckpointSinkContract,
+    checkpoint_text,
     make_records,
+    race_saves,
 )
 from strongroom.testing.fake_audit import InMemoryAuditStore, InMemoryCheckpointSink
 
@@ -133,3 +139,78 @@ def test_a_bad_url_is_a_configuration_error_naming_the_audit_store() -> None:
         with pytest.raises(ConfigurationError) as caught:
             SqlAuditStore(url)
         assert "audit" in str(caught.value)
+
+
+def test_two_stores_racing_to_save_one_checkpoint_both_succeed(sql_store: SqlAuditStore) -> None:
+    """Two processes (two engines on one database) saving the same checkpoint: both succeed,
+    where a duplicate key used to surface as a ``ConflictError`` (a false outage)."""
+    signer = NoteSigner.generate(ORIGIN, os.urandom)
+    other = SqlAuditStore(sql_store._url)
+    try:
+        sql_store.append_batch(make_records(0, 40))
+        for size in range(1, 41):
+            text = checkpoint_text(size, signer)
+            assert race_saves([sql_store, other], size, [text, text], [bytes(32)]) == []
+        forks = [checkpoint_text(41, signer), checkpoint_text(41, signer, salt=b"\x03")]
+        sql_store.append_batch(make_records(40, 1))
+        raised = race_saves([sql_store, other], 41, forks)
+        assert [type(e) for e in raised] == [IntegrityError]
+        assert other.last_checkpoint() in forks
+    finally:
+        other.close()
+
+
+@pytest.mark.postgres
+def test_postgres_write_transactions_are_bounded_and_durable(postgres_schema_url: str) -> None:
+    store = SqlAuditStore(postgres_schema_url, lock_timeout=0.25, statement_timeout=1.5)
+    store.migrate()
+    try:
+        with store._transaction(write=True) as conn:
+            settings = {
+                name: conn.exec_driver_sql(f"SHOW {name}").scalar_one()
+                for name in ("lock_timeout", "statement_timeout", "synchronous_commit")
+            }
+        assert settings == {
+            "lock_timeout": "250ms",
+            "statement_timeout": "1500ms",
+            "synchronous_commit": "on",
+        }
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_held_append_lock_is_a_storage_error_not_a_hang(postgres_schema_url: str) -> None:
+    """Another session holding the log's write lock (a hung writer) makes an append fail after
+    ``lock_timeout`` instead of blocking the writer thread for ever."""
+    store = SqlAuditStore(postgres_schema_url, lock_timeout=0.2)
+    store.migrate()
+    holder = SqlAuditStore(postgres_schema_url)
+    raised: list[Exception] = []
+
+    def append() -> None:
+        try:
+            store.append_batch(make_records(0, 1))
+        except Exception as exc:
+            raised.append(exc)
+
+    try:
+        with holder._transaction(write=True) as conn:
+            holder._lock_appends(conn)
+            appender = threading.Thread(target=append)
+            appender.start()
+            appender.join(timeout=20)
+            hung = appender.is_alive()
+        appender.join(timeout=20)
+        assert not hung
+        assert [type(e) for e in raised] == [StorageError]
+        assert store.size() == 0
+    finally:
+        holder.close()
+        store.close()
+
+
+def test_audit_store_timeouts_must_be_positive() -> None:
+    for options in ({"lock_timeout": 0.0}, {"statement_timeout": -1.0}):
+        with pytest.raises(ValueError, match="positive"):
+            SqlAuditStore("sqlite:///unused.db", **options)

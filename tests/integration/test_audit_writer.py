@@ -4,6 +4,7 @@ closed and recover, kill -9, restarts, concurrent writers, and tampering through
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import signal
@@ -613,3 +614,223 @@ def test_tampering_in_the_database_is_found_at_the_right_record(
     result = audit.verify()
     assert not result.ok
     assert (str(result.problem), result.first_bad_seq) == (problem, first_bad)
+
+
+# --- regressions: start-up, outages, close, external re-check -------------------------------------
+
+
+def test_a_trusted_saved_tree_does_not_hide_a_truncated_log(
+    closed_log: Any, note_signer: NoteSigner
+) -> None:
+    """With ``trust_saved_tree`` the tree is restored at the checkpoint's size (12): the store
+    holding fewer rows must still fail start-up, even without any external checkpoint."""
+    store, _ = closed_log
+    for seq in range(4, 12):
+        del store.rows[seq]
+    assert store.load_tree_state() is not None
+    for trust in (False, True):
+        writer = make_writer(store, InMemoryCheckpointSink(), note_signer, trust_saved_tree=trust)
+        with pytest.raises(IntegrityError):
+            writer.start()
+        assert not writer.healthy
+
+
+def truncate_behind(writer: AuditWriter, store: InMemoryAuditStore) -> None:
+    """Drop the newest record behind the writer's back: its next batch finds the log shorter
+    than what it wrote, which is evidence of tampering (an integrity outage)."""
+    for n in range(3):
+        writer.record(event(n))
+    del store.rows[2]
+    with pytest.raises(AuditUnavailableError):
+        writer.record(event(9))
+
+
+def test_an_integrity_outage_waits_for_close_instead_of_spinning(note_signer: NoteSigner) -> None:
+    store = InMemoryAuditStore()
+    writer = make_writer(store, InMemoryCheckpointSink(), note_signer)
+    waits: queue.Queue[tuple[bool, float | None]] = queue.Queue()
+    take = writer._take
+
+    def recording_take(timeout: float | None) -> Any:
+        waits.put((writer._healthy, timeout))
+        return take(timeout)
+
+    writer._take = recording_take  # type: ignore[method-assign]
+    writer.start()
+    try:
+        truncate_behind(writer, store)
+        healthy, timeout = waits.get(timeout=10)
+        while healthy:
+            healthy, timeout = waits.get(timeout=10)
+        assert timeout is None  # blocks until close; a 0 here is a busy loop
+        assert not writer.healthy
+    finally:
+        writer.close()
+    assert waits.qsize() <= 1  # woken only by close
+
+
+class CriticalLog(logging.Handler):
+    """Hands CRITICAL records of the audit logger to the test as they are emitted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.CRITICAL)
+        self.records: queue.Queue[logging.LogRecord] = queue.Queue()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.put(record)
+
+
+@pytest.fixture
+def critical_log() -> Iterator[CriticalLog]:
+    handler = CriticalLog()
+    logger = logging.getLogger("strongroom.audit")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_tampering_found_by_a_probe_is_an_integrity_outage(
+    note_signer: NoteSigner, critical_log: CriticalLog
+) -> None:
+    inner = InMemoryAuditStore()
+    store = Breakable(inner)
+    writer = make_writer(store, InMemoryCheckpointSink(), note_signer)
+    with writer:
+        for n in range(3):
+            writer.record(event(n))
+        store.broken = True
+        with pytest.raises(AuditUnavailableError):
+            writer.record(event(3))
+        assert critical_log.records.empty()  # a store outage is not tampering
+        del inner.rows[2]  # truncated while the store was "down"
+        store.broken = False
+        found = critical_log.records.get(timeout=10)  # the next probe finds it
+        assert "integrity" in found.getMessage()
+        assert found.exc_info is not None
+        assert isinstance(found.exc_info[1], IntegrityError)
+        assert not writer.healthy
+        assert writer._outage is not None
+        assert writer._outage.cause == "integrity"
+        with pytest.raises(AuditUnavailableError):
+            writer.record(event(4))
+    assert sorted(inner.rows) == [0, 1]  # no outage record, no recovery
+
+
+class HungStore(InMemoryAuditStore):
+    """A store whose appends hang until released, as a database that stopped answering."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def append_batch(self, records: Any) -> None:
+        self.entered.set()
+        self.release.wait()
+        super().append_batch(records)
+
+
+def test_close_fails_queued_events_when_the_writer_hangs(note_signer: NoteSigner) -> None:
+    store = HungStore()
+    writer = make_writer(store, InMemoryCheckpointSink(), note_signer)
+    writer.start()
+    try:
+        in_flight = writer.submit(event(1))
+        assert store.entered.wait(10)
+        queued = writer.submit(event(2))
+        writer.close(timeout=0.05)
+        assert queued.done()  # failed by close, not left to its caller's timeout
+        with pytest.raises(AuditUnavailableError):
+            queued.result(0)
+        assert not in_flight.done()
+    finally:
+        store.release.set()
+        assert writer._thread is not None
+        writer._thread.join(30)
+    assert in_flight.result(0).seq == 0
+    assert not writer._thread.is_alive()
+
+
+class FirstLatestBlocks(InMemoryCheckpointSink):
+    """A sink whose first ``latest`` call blocks until released (a slow start-up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._first = True
+
+    def latest(self) -> str | None:
+        if self._first:
+            self._first = False
+            self.entered.set()
+            self.release.wait()
+        return super().latest()
+
+
+def test_two_concurrent_starts_start_one_thread(note_signer: NoteSigner) -> None:
+    sink = FirstLatestBlocks()
+    writer = make_writer(InMemoryAuditStore(), sink, note_signer)
+    first = threading.Thread(target=writer.start)
+    first.start()
+    try:
+        assert sink.entered.wait(10)
+        with pytest.raises(RuntimeError):
+            writer.start()  # the first start is still resuming
+        assert writer._thread is None
+    finally:
+        sink.release.set()
+        first.join(30)
+    try:
+        assert writer.record(event(1)).seq == 0
+    finally:
+        writer.close()
+
+
+def test_a_failed_start_may_be_retried(note_signer: NoteSigner) -> None:
+    store = Breakable(InMemoryAuditStore())
+    writer = make_writer(store, InMemoryCheckpointSink(), note_signer)
+    store.broken = True
+    with pytest.raises(StorageError):
+        writer.start()
+    store.broken = False
+    with writer:
+        assert writer.record(event(1)).seq == 0
+
+
+def test_an_unreadable_sink_at_start_up_is_checked_once_readable(
+    closed_log: Any, note_signer: NoteSigner
+) -> None:
+    """The log was truncated to 10 and its newer checkpoints removed; only the external one of
+    size 12 shows it. The sink is down at start-up, so the first successful read must check."""
+    store, sink = closed_log
+    for seq in (10, 11):
+        del store.rows[seq]
+    del store._checkpoints[12]
+    store._states.clear()
+    sink.broken = True
+    writer = make_writer(store, sink, note_signer, checkpoint_every=3, max_unpublished=None)
+    with writer:
+        sink.broken = False
+        for n in range(3):  # 13 records: a checkpoint that must not be published
+            writer.record(event(n))
+        with pytest.raises(AuditUnavailableError):
+            writer.record(event(3))
+        assert writer._outage is not None
+        assert writer._outage.cause == "integrity"
+    assert sorted(sink.kept) == [5, 10, 12]
+
+
+def test_a_late_external_check_passes_on_an_intact_log(
+    closed_log: Any, note_signer: NoteSigner
+) -> None:
+    store, sink = closed_log
+    sink.broken = True
+    with make_writer(store, sink, note_signer, checkpoint_every=3) as writer:
+        sink.broken = False
+        for n in range(3):
+            writer.record(event(n))
+        assert writer.record(event(3)).seq == 15
+        assert writer.healthy
+    assert sorted(sink.kept) == [5, 10, 12, 15, 16]
+    assert_contiguous_and_verified(store, sink, note_signer)

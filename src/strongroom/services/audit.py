@@ -22,19 +22,28 @@ the auditor's side is ``services.audit_reading``. Guarantees the HTTP server and
   (when it began, why, how many actions were refused); once that commits the writer is healthy
   again by itself and logs the recovery. So every outage is itself on the record. The exception
   is evidence of tampering (``IntegrityError``: a fork, a record that does not parse, a log
-  shorter than what was written): then the writer stays closed until restarted, since start-up
-  re-verifies the log.
+  shorter than what was written), also when a probe finds it: then the writer logs it at
+  CRITICAL, stops probing (its thread sleeps until ``close``) and stays closed until restarted,
+  since start-up re-verifies the log.
+* **Close.** ``close`` writes what is queued and a last checkpoint. If the thread does not stop
+  within its timeout (a hung store), every still-queued event fails with
+  ``AuditUnavailableError`` at once rather than at its caller's own timeout.
 * **Checkpoints.** Every ``checkpoint_every`` records or ``checkpoint_interval`` seconds, and on
   ``close``, the writer signs a checkpoint, saves it with the tree state in the store, then
   publishes it to the external sink. A sink failure is logged and retried every
   ``retry_interval`` without stopping requests *until* more than ``max_unpublished`` records
   are covered by no published checkpoint; from then on the writer fails closed, because those
-  are the records an insider could drop without a trace (``None`` disables the bound).
+  are the records an insider could drop without a trace (``None`` disables the bound). If the
+  sink could not be read at start-up, the window counts from then, and the log is compared with
+  ``sink.latest()`` before the first publication (``audit_reading.check_external``): nothing is
+  published, and the window not moved, until that comparison has passed.
 * **Start-up.** ``start`` rebuilds the tree (``audit_reading.resume``: by re-hashing every
   stored record, or from the saved tree state with ``trust_saved_tree``) and refuses to start
   with ``IntegrityError`` if a checkpoint does not verify, a record sits at the wrong place or
   (after the newest checkpoint) does not parse, a root disagrees with the newest stored or
-  external checkpoint, or the log is shorter than either.
+  external checkpoint, or the log is shorter than either (or than a trusted saved tree).
+  ``start`` is atomic: a concurrent second call raises ``RuntimeError``; a failed one may be
+  retried.
 
 A ``record`` that times out may still be committed later: the caller answered 503 for an action
 whose record says otherwise. The log may hold a record too many, never one too few.
@@ -69,6 +78,7 @@ from strongroom.services.audit_reading import (
     LOG_RESOURCE,
     catch_up_after_conflict,
     catch_up_rows,
+    check_external,
     resume,
 )
 
@@ -135,7 +145,7 @@ class AuditWriter:
         self._log = logging.getLogger(_LOGGER)
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
-        self._state = "new"  # -> running -> closing -> closed; guarded by _cond
+        self._state = "new"  # -> starting -> running -> closing -> closed; guarded by _cond
         self._healthy = False  # written by the writer thread under _cond
         self._refused = 0
         self._linger_target = 0  # guarded by _cond: the queue length that ends a linger
@@ -147,15 +157,36 @@ class AuditWriter:
         self._checkpoint_at = self._next_publish = self._next_probe = 0.0
         self._unpublished: str | None = None
         self._sink_failing = False
+        self._external_checked = False
         self._outage: _Outage | None = None
 
     # --- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Resume from the store (``IntegrityError`` if it was tampered with) and start."""
+        """Resume from the store (``IntegrityError`` if it was tampered with) and start.
+
+        The state is ``starting`` meanwhile, so a concurrent second ``start`` fails at once
+        instead of starting a second writer thread; a failed start may be retried.
+        """
         with self._cond:
             if self._state != "new":
                 raise RuntimeError("an audit writer starts once")
+            self._state = "starting"
+        try:
+            self._resume()
+        except BaseException:
+            with self._cond:
+                if self._state == "starting":
+                    self._state = "new"
+            raise
+        with self._cond:
+            if self._state != "starting":  # closed while starting
+                return
+            self._state, self._healthy = "running", True
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    def _resume(self) -> None:
         try:
             external, readable = self._sink.latest(), True
         except Exception:  # noqa: BLE001 - an unreachable sink must not stop start-up
@@ -168,6 +199,8 @@ class AuditWriter:
             external_text=external,
             trust_saved_tree=self._trust_saved_tree,
         )
+        # Not compared with the external checkpoints yet: done before the first publication.
+        self._external_checked = readable
         self._tree = resumed.tree
         self._checkpointed = 0 if resumed.stored is None else resumed.stored.size
         # An unreadable sink: the window of unpublished records counts from now.
@@ -176,24 +209,25 @@ class AuditWriter:
         if self._published < self._checkpointed:  # stored, but never published
             self._unpublished = resumed.stored_text
         self._checkpoint_at = time.monotonic()
-        with self._cond:
-            self._state, self._healthy = "running", True
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, a last checkpoint, and stop. Later events are refused."""
         with self._cond:
-            if self._state == "new":
+            if self._state in {"new", "starting"}:
                 self._state = "closed"
             if self._state != "running":
                 return
             self._state = "closing"
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                self._log.error("the audit writer did not stop within %.1f s", timeout)
+        if self._thread is None:
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # a hung store: nobody may wait on it any longer
+            with self._cond:
+                left = list(self._queue)
+                self._queue.clear()
+            _fail((item.future for item in left), "the audit writer did not stop in time")
+            self._log.error("the audit writer did not stop within %.1f s", timeout)
 
     def __enter__(self) -> Self:
         self.start()
@@ -273,7 +307,7 @@ class AuditWriter:
             self._enter_outage(cause, exc)
             _fail((item.future for item in batch), "the audit log is unavailable")
 
-    def _take(self, timeout: float) -> tuple[list[_Item], bool]:
+    def _take(self, timeout: float | None) -> tuple[list[_Item], bool]:
         with self._cond:
             if not self._queue and self._state == "running":
                 self._cond.wait(timeout)
@@ -291,9 +325,14 @@ class AuditWriter:
             batch = [self._queue.popleft() for _ in range(count)]
             return batch, self._state != "running" and not self._queue
 
-    def _idle_timeout(self) -> float:
-        """Until the next probe (failing), or the next due checkpoint or publication."""
+    def _idle_timeout(self) -> float | None:
+        """Until the next probe (failing), or the next due checkpoint or publication.
+
+        ``None`` (wait for ``close``) after evidence of tampering: nothing is probed then.
+        """
         if not self._healthy:
+            if self._outage is not None and self._outage.cause == "integrity":
+                return None
             deadlines = [self._next_probe]
         else:
             deadlines = [self._next_publish] if self._unpublished is not None else []
@@ -402,6 +441,15 @@ class AuditWriter:
                 refused = self._refused
             probe = _Item(self._outage_event(outage, refused), Future())
             self._commit([probe])
+        except SecurityError as exc:  # tampering found while recovering: stay closed
+            self._outage = _Outage("integrity", outage.since)
+            self._log.critical(
+                "audit log integrity failure while recovering from an outage (%s):"
+                " refusing every audited action until restarted",
+                outage.cause,
+                exc_info=exc,
+            )
+            return
         except Exception as exc:  # noqa: BLE001 - still down: try again later
             self._log.debug("audit log still unavailable: %s", exc)
             return
@@ -449,19 +497,32 @@ class AuditWriter:
         if text is None or (not strict and time.monotonic() < self._next_publish):
             return
         try:
+            external = None if self._external_checked else self._sink.latest()
+        except Exception as exc:
+            if strict:
+                raise
+            self._sink_failed(exc)
+            return
+        if not self._external_checked:  # the sink was unreadable at start-up
+            check_external(self._store, self._tree, external, self._verifiers, self._origin)
+            self._external_checked = True
+        try:
             self._sink.publish(text)
         except Exception as exc:
             if strict:
                 raise
-            self._next_publish = time.monotonic() + self._retry
-            if not self._sink_failing or isinstance(exc, SecurityError):
-                self._sink_failing = True
-                self._log.error("cannot write the external audit checkpoint", exc_info=exc)
+            self._sink_failed(exc)
             return
         self._published, self._unpublished = max(self._published, checkpoint_size(text)), None
         if self._sink_failing:
             self._sink_failing = False
             self._log.warning("the external audit checkpoint sink works again")
+
+    def _sink_failed(self, exc: Exception) -> None:
+        self._next_publish = time.monotonic() + self._retry
+        if not self._sink_failing or isinstance(exc, SecurityError):
+            self._sink_failing = True
+            self._log.error("cannot use the external audit checkpoint sink", exc_info=exc)
 
     def _final_checkpoint(self) -> None:
         self._checkpoint_if_due(force=True)

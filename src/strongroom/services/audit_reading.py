@@ -143,7 +143,10 @@ def resume(
     heads = [h for h in (stored, external) if h is not None]
     tree = _restore(store.load_tree_state(), stored) if trust_saved_tree else TreeBuilder()
     parse_from = max((h.size for h in heads), default=0)
-    catch_up(store, tree, store.size(), heads, parse_from=parse_from)
+    end = store.size()
+    if end < max(tree.size, parse_from):  # a restored tree would not notice a truncation
+        raise IntegrityError("the audit log is shorter than one of its checkpoints")
+    catch_up(store, tree, end, heads, parse_from=parse_from)
     return Resumed(tree, stored, text, external)
 
 
@@ -153,6 +156,32 @@ def catch_up_after_conflict(store: AuditStore, tree: TreeBuilder) -> None:
     if end < tree.size:
         raise IntegrityError("the audit log is shorter than what this writer wrote")
     catch_up(store, tree, end, parse_from=tree.size)
+
+
+def check_external(
+    store: AuditStore,
+    tree: TreeBuilder,
+    external_text: str | None,
+    verifiers: Sequence[NoteVerifier],
+    origin: str,
+) -> None:
+    """Check the log behind ``tree`` against the newest external checkpoint, read late.
+
+    For a writer that could not read the sink at start-up. It first reads what other writers
+    appended (into ``tree``); the checkpoint must verify, lie within the log and have the root
+    of its first ``size`` records (re-read from the store unless that is ``tree`` itself).
+    """
+    if external_text is None:
+        return
+    head = open_trusted(external_text, verifiers, origin)
+    catch_up_after_conflict(store, tree)
+    if head.size > tree.size:
+        raise IntegrityError("the audit log is shorter than its external checkpoint")
+    if head.size == tree.size:
+        if tree.root() != head.root:
+            raise IntegrityError("the audit log does not match its external checkpoint")
+        return
+    catch_up(store, TreeBuilder(), head.size, [head], parse_from=head.size)
 
 
 # --- the auditor's service ------------------------------------------------------------------------

@@ -18,6 +18,13 @@ Invariants (see ``core.audit.ports``), and how this module keeps them:
   batch survives power loss), on PostgreSQL a transaction-scoped advisory lock. A batch that does
   not start at ``size()`` is a ``ConflictError`` and nothing is written; the primary key is the
   last line of defence.
+* A checkpoint (and its tree state) is inserted with ``ON CONFLICT DO NOTHING`` and then read
+  back: two processes saving the same checkpoint both succeed, a different text of the same size
+  is an ``IntegrityError`` (a fork), never a ``ConflictError`` the writer would take for an outage.
+* A hung database must not hang the writer: on PostgreSQL every transaction sets
+  ``statement_timeout``, and write transactions also ``lock_timeout`` (the advisory lock
+  included) and ``synchronous_commit = on`` (a commit is durable on the server whatever the
+  role's default), all ``SET LOCAL``. A timeout is a ``StorageError``, so the writer fails closed.
 * Any other database failure is a ``StorageError`` whose message holds no SQL and no URL.
 """
 
@@ -26,9 +33,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from strongroom.adapters.storage.engine import WRITE_OPTION, create_engine
 from strongroom.adapters.storage.schema import UtcDateTime
@@ -54,6 +62,11 @@ from strongroom.errors import (
 
 _CONFLICT: Final = "the audit log moved on: another writer appended first"
 _APPEND_LOCK: Final = 0x7372617564  # pg_advisory_xact_lock key serialising appends ("sraud")
+DEFAULT_LOCK_TIMEOUT_S: Final = 5.0
+DEFAULT_STATEMENT_TIMEOUT_S: Final = 5.0
+
+
+_V = TypeVar("_V", str, bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +131,19 @@ def _check_limit(limit: int) -> None:
 class SqlAuditStore:
     """``AuditStore`` on ``sqlite:///path``, ``postgresql://`` or ``postgresql+psycopg://``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT_S,
+    ) -> None:
+        """``lock_timeout``/``statement_timeout`` (seconds, PostgreSQL only) bound how long one
+        statement may wait for a lock or run: a hung database becomes a ``StorageError``."""
+        if min(lock_timeout, statement_timeout) <= 0:
+            raise ValueError("audit store timeouts are positive")
+        self._lock_ms = max(1, round(lock_timeout * 1000))
+        self._statement_ms = max(1, round(statement_timeout * 1000))
         self._url = url
         self._engine = create_engine(_resolve(url), what="audit store")
         self._tables = build_audit_tables()
@@ -142,6 +167,7 @@ class SqlAuditStore:
                 if write:
                     conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
+                    self._set_limits(conn, write=write)
                     yield conn
         except StrongroomError:
             raise
@@ -151,6 +177,15 @@ class SqlAuditStore:
             raise ConflictError(_CONFLICT) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError("the audit store is unavailable or failed") from exc
+
+    def _set_limits(self, conn: sa.Connection, *, write: bool) -> None:
+        """PostgreSQL: timeouts (and durable commits) for this transaction only."""
+        if conn.dialect.name != "postgresql":
+            return
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {self._statement_ms:d}")
+        if write:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {self._lock_ms:d}")
+            conn.exec_driver_sql("SET LOCAL synchronous_commit = on")
 
     def _next_seq(self, conn: sa.Connection) -> int:
         highest = conn.execute(sa.select(sa.func.max(self._tables.records.c.seq))).scalar_one()
@@ -243,18 +278,12 @@ class SqlAuditStore:
             raise ValueError("tree nodes are 32-byte hashes")
         cp, state = self._tables.checkpoints, self._tables.tree_state
         with self._transaction(write=True) as conn:
-            known = conn.execute(sa.select(cp.c.text).where(cp.c.size == size)).scalar()
-            if known is None:
-                conn.execute(cp.insert().values(size=size, text=text))
-            elif known != text:
+            if _insert_once(conn, cp.c.size, size, cp.c.text, text) != text:
                 raise IntegrityError("a different checkpoint of this size is stored: a fork")
             if nodes is None:
                 return
             packed = b"".join(nodes)
-            stored = conn.execute(sa.select(state.c.nodes).where(state.c.size == size)).scalar()
-            if stored is None:
-                conn.execute(state.insert().values(size=size, nodes=packed))
-            elif bytes(stored) != packed:
+            if bytes(_insert_once(conn, state.c.size, size, state.c.nodes, packed)) != packed:
                 raise IntegrityError("a different tree state of this size is stored")
             conn.execute(sa.delete(state).where(state.c.size < size))
 
@@ -280,3 +309,22 @@ class SqlAuditStore:
         packed = bytes(row.nodes)
         nodes = tuple(packed[i : i + HASH_BYTES] for i in range(0, len(packed), HASH_BYTES))
         return TreeState(int(row.size), nodes)
+
+
+def _insert_once(
+    conn: sa.Connection, key: sa.Column[int], size: int, column: sa.Column[_V], value: _V
+) -> _V:
+    """Insert ``value`` at ``size`` unless a row is there, and return the stored value.
+
+    ``ON CONFLICT DO NOTHING`` waits for a concurrent insert of the same key and then does
+    nothing, so of two processes saving one checkpoint neither fails; the caller compares what
+    is stored with what it meant to store.
+    """
+    table = key.table
+    if conn.dialect.name == "postgresql":
+        insert: sa.Insert = postgresql.insert(table).on_conflict_do_nothing()
+    else:
+        insert = sqlite.insert(table).on_conflict_do_nothing()
+    conn.execute(insert.values({key.name: size, column.name: value}))
+    stored: _V = conn.execute(sa.select(column).where(key == size)).scalar_one()
+    return stored

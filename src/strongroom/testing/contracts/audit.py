@@ -65,6 +65,33 @@ def checkpoint_text(size: int, signer: NoteSigner, salt: bytes = b"") -> str:
     return sign_checkpoint(ORIGIN, size, root, signer)
 
 
+def race_saves(
+    stores: AuditStore | Sequence[AuditStore],
+    size: int,
+    texts: Sequence[str],
+    nodes: Sequence[bytes] | None = None,
+) -> list[Exception]:
+    """Save ``texts[i]`` at ``size`` from one thread each, released together (through
+    ``stores[i]``, or all through one store); what the saves raised."""
+    many = stores if isinstance(stores, Sequence) else [stores] * len(texts)
+    barrier = threading.Barrier(len(texts))
+    raised: list[Exception] = []
+
+    def save(store: AuditStore, text: str) -> None:
+        barrier.wait()
+        try:
+            store.save_checkpoint(size, text, nodes)
+        except Exception as exc:  # noqa: BLE001 - collected for the test to inspect
+            raised.append(exc)
+
+    threads = [threading.Thread(target=save, args=pair) for pair in zip(many, texts, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return raised
+
+
 def _seqs(rows: Sequence[StoredRecord]) -> list[int]:
     return [row.seq for row in rows]
 
@@ -221,6 +248,24 @@ class AuditStoreContract(_Signing):
         with pytest.raises(IntegrityError):
             audit_store.save_checkpoint(5, checkpoint_text(5, note_signer, salt=b"\x01"))
         assert audit_store.checkpoints() == [texts[2], texts[5], texts[8]]
+
+    def test_racing_saves_of_one_checkpoint_both_succeed(
+        self, audit_store: AuditStore, note_signer: NoteSigner
+    ) -> None:
+        """Two processes checkpointing the same log save the same text: neither may fail (a
+        ``ConflictError`` here reads as an outage to the writer). Different texts: a fork."""
+        audit_store.append_batch(make_records(0, 12))
+        tree = TreeBuilder()
+        states = {}
+        for record in make_records(0, 12):
+            tree.append(record.leaf_hash())
+            states[tree.size] = tree.nodes
+        for size in range(1, 13):
+            same = checkpoint_text(size, note_signer)
+            assert race_saves(audit_store, size, [same, same], states[size]) == []
+        fork = checkpoint_text(12, note_signer, salt=b"\x02")
+        assert [type(e) for e in race_saves(audit_store, 12, [fork])] == [IntegrityError]
+        assert audit_store.last_checkpoint() == checkpoint_text(12, note_signer)
 
     def test_tree_state_is_saved_with_its_checkpoint(
         self, audit_store: AuditStore, note_signer: NoteSigner
