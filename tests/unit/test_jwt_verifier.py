@@ -666,3 +666,42 @@ def test_fetcher_verifies_tls(tls_server: tuple[Server, Path]) -> None:
 def test_fetcher_options_are_bounded(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         https_jwks_fetcher(**options)
+
+
+def test_a_slow_jwks_server_delays_only_its_own_issuer() -> None:
+    """Issuer A's JWKS fetch hangs; issuer B's tokens (keys loaded) and A's tokens whose keys
+    are merely stale keep verifying meanwhile instead of queueing behind the fetch."""
+    key_a, key_b = ec_key(), ec_key()
+    other = "https://other.example"
+    clock = FakeClock()
+    release, fetching = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        calls.append(url)
+        if len(calls) > 1:  # the refresh after the ttl: hang until released
+            fetching.set()
+            release.wait(timeout=30)
+        return json.dumps({"keys": [jwk(key_a, "a1")]}).encode()
+
+    issuer_b = config(
+        issuer=other, jwks_url=None, jwks={"keys": [jwk(key_b, "b1")]}, subject_prefix="other:"
+    )
+    verifier = JwtVerifier([config(), issuer_b], fetch_jwks=fetch, clock=clock, cache_size=0)
+    verifier.verify(token(key_a, "a1", exp=3600))  # first fetch of A's keys
+    clock.advance(minutes=11)  # A's keys are now stale: the next use refreshes them
+    refresher = threading.Thread(target=verifier.verify, args=(token(key_a, "a1", exp=3600),))
+    refresher.start()
+    try:
+        assert fetching.wait(timeout=10), "the refresh did not start"
+        b_token = token(key_b, "b1", exp=3600, iss=other)
+        assert verifier.verify(b_token).principal.id == "user:other:alice"
+        assert verifier.verify(token(key_a, "a1", exp=3600)).issuer == ISS, (
+            "stale keys keep serving"
+        )
+        assert refresher.is_alive(), "the slow fetch was still running throughout"
+    finally:
+        release.set()
+        refresher.join(timeout=10)
+    assert not refresher.is_alive()
+    assert calls == [URL, URL]

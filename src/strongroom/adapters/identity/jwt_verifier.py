@@ -37,7 +37,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
@@ -69,12 +69,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _IssuerState:
-    """Keys of one issuer; mutated only under ``JwtVerifier._keys_lock``."""
+    """Keys of one issuer; mutated only under its own ``lock``, so a slow JWKS server delays
+    only the tokens of its own issuer, never another issuer's."""
 
     config: IssuerConfig
     keys: KeySet | None = None
     fetched_at: datetime | None = None
     attempted_at: datetime | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,6 @@ class JwtVerifier:
                     raise ConfigurationError(f"issuer {state.config.issuer}: {exc}") from exc
         self._cache: OrderedDict[bytes, _CacheEntry] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._keys_lock = threading.Lock()
         self._counts = {"verifications": 0, "cache_hits": 0, "jwks_fetches": 0}
 
     def verify(self, token: str) -> VerifiedToken:
@@ -259,7 +260,7 @@ class JwtVerifier:
     ) -> VerificationKey:
         key = self._current_keys(state, now).find(alg, kid)
         if key is None and kid is not None:
-            with self._keys_lock:
+            with state.lock:
                 if self._may_fetch(state, now):
                     self._refresh(state, now)
                 keys = state.keys
@@ -269,11 +270,18 @@ class JwtVerifier:
         return key
 
     def _current_keys(self, state: _IssuerState, now: datetime) -> KeySet:
-        with self._keys_lock:
-            stale = state.fetched_at is None or now - state.fetched_at >= self._jwks_ttl
-            if state.config.jwks_url is not None and stale and self._may_fetch(state, now):
-                self._refresh(state, now)
+        # With keys in hand, never queue behind another thread's refresh: serve with the current
+        # keys while it runs. Only an issuer with no keys yet waits for its first fetch.
+        if not state.lock.acquire(blocking=state.keys is None):
             keys = state.keys
+        else:
+            try:
+                stale = state.fetched_at is None or now - state.fetched_at >= self._jwks_ttl
+                if state.config.jwks_url is not None and stale and self._may_fetch(state, now):
+                    self._refresh(state, now)
+                keys = state.keys
+            finally:
+                state.lock.release()
         if keys is None:
             reject(RejectReason.KEYS_UNAVAILABLE, state.config.issuer)
         return keys
@@ -285,7 +293,7 @@ class JwtVerifier:
         return state.attempted_at is None or now - state.attempted_at >= self._min_refresh
 
     def _refresh(self, state: _IssuerState, now: datetime) -> None:
-        """Fetch the issuer's JWK Set (caller holds ``_keys_lock``); keep old keys on failure."""
+        """Fetch the issuer's JWK Set (caller holds ``state.lock``); keep old keys on failure."""
         url = state.config.jwks_url
         if url is None:
             return
