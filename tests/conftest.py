@@ -239,3 +239,58 @@ def real_harness(tmp_path: Path, signer: SignerKeys) -> Iterator[Harness]:
     )
     yield build_harness(metadata, LocalBlobStore(tmp_path / "blobs"), keyring, signer)
     metadata.close()
+
+
+# --- the CLI as a user runs it (integration tests) ------------------------------------------------
+
+CLI_SCRYPT_N = "16384"  # the keyring KDF floor; keeps CLI tests fast
+
+
+def cli(home: Path, *args: str, env: dict[str, str] | None = None, expect: int = 0) -> Any:
+    """Run ``python -m strongroom`` against ``home``; assert the exit code and no traceback."""
+    import subprocess
+    import sys
+
+    full_env = {
+        **os.environ,
+        "STRONGROOM_HOME": str(home),
+        "STRONGROOM_KEYRING_SCRYPT_N": CLI_SCRYPT_N,
+        "COLUMNS": "200",
+        **(env or {}),
+    }
+    full_env.pop("STRONGROOM_KEYRING_PASSPHRASE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "strongroom", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def cli_json(home: Path, *args: str, **kwargs: Any) -> Any:
+    import json
+
+    return json.loads(cli(home, "--json", *args, **kwargs).stdout)
+
+
+@pytest.fixture
+def instance(tmp_path: Path, signer: SignerKeys, trained_model: TrainedModel) -> Path:
+    """An initialised home trusting ``signer`` for ``fraud*``, with ``model.onnx`` beside it."""
+    home = tmp_path / "home"
+    result = cli_json(home, "init")
+    passphrase = result["generated_passphrase_file"]
+    assert passphrase
+    assert (Path(passphrase).stat().st_mode & 0o777) == 0o600
+    (tmp_path / "signer.pem").write_bytes(signer.private_pem)
+    (tmp_path / "signer.pub.pem").write_bytes(signer.public_pem)
+    (home / "strongroom.toml").write_text(
+        f'keyring_passphrase_file = "{passphrase}"\n\n[[signers]]\nname = "team-a"\n'
+        f'public_key_file = "{tmp_path / "signer.pub.pem"}"\nmodels = ["fraud*"]\n'
+    )
+    (tmp_path / "model.onnx").write_bytes(trained_model.onnx)
+    return home

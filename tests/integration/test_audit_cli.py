@@ -3,59 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import SignerKeys
-
-SCRYPT_N = "16384"  # the floor; keeps the tests fast
-
-
-def cli(home: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "STRONGROOM_HOME": str(home),
-        "STRONGROOM_KEYRING_SCRYPT_N": SCRYPT_N,
-        "COLUMNS": "200",
-    }
-    env.pop("STRONGROOM_KEYRING_PASSPHRASE", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "strongroom", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
-    assert proc.returncode == expect, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def cli_json(home: Path, *args: str, expect: int = 0) -> object:
-    return json.loads(cli(home, "--json", *args, expect=expect).stdout)
-
-
-@pytest.fixture
-def instance(tmp_path: Path, signer: SignerKeys, trained_model) -> Path:
-    home = tmp_path / "home"
-    result = cli_json(home, "init")
-    assert isinstance(result, dict)
-    passphrase = result["generated_passphrase_file"]
-    (tmp_path / "signer.pem").write_bytes(signer.private_pem)
-    (tmp_path / "signer.pub.pem").write_bytes(signer.public_pem)
-    (home / "strongroom.toml").write_text(
-        f'keyring_passphrase_file = "{passphrase}"\n\n[[signers]]\nname = "team-a"\n'
-        f'public_key_file = "{tmp_path / "signer.pub.pem"}"\nmodels = ["fraud*"]\n'
-    )
-    (tmp_path / "model.onnx").write_bytes(trained_model.onnx)
-    return home
+from conftest import cli, cli_json
 
 
 def stored_rows(home: Path) -> list[bytes]:

@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from strongroom.adapters.identity.jwks import b64url_encode
-from strongroom.core.crypto._primitives import (
+from strongroom.core.crypto.ed25519 import (
     ED25519_KEY_BYTES,
     ed25519_public_from_private,
     ed25519_sign,
