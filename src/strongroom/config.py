@@ -30,7 +30,7 @@ from strongroom.errors import ConfigurationError
 
 ENV_PREFIX: Final = "STRONGROOM_"
 CONFIG_FILE_NAME: Final = "strongroom.toml"
-_SECRET_FIELDS: Final = ("keyring_passphrase",)
+_SECRET_FIELDS: Final = ("keyring_passphrase", "server_secret")
 _MAX_SECRET_FILE_BYTES: Final = 64 * 1024
 MIB: Final = 1024 * 1024
 
@@ -54,6 +54,31 @@ class SignerSettings(BaseModel):
                 raise ValueError(f"invalid model pattern {pattern!r}")
             fnmatch.translate(pattern)
         return value
+
+
+class IssuerSettings(BaseModel):
+    """An external OAuth2/OIDC issuer (see ``strongroom.core.identity.tokens.IssuerConfig``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    issuer: str
+    jwks_url: str = ""
+    """Where its signing keys are fetched (https only), refreshed on an unknown ``kid``."""
+    jwks_file: Path | None = None
+    """Or a local JWK Set file, for issuers whose keys are distributed out of band."""
+    audiences: tuple[str, ...] = ()
+    """This API's identifier in ``aud`` (default: ``public_url``)."""
+    algorithms: tuple[str, ...] = ("RS256",)
+    subject_prefix: str = ""
+    """Prepended to ``sub`` (e.g. ``corp:``); needed when several issuers are trusted."""
+    service_subjects: bool = False
+    """``sub`` names a service account (client-credentials tokens), not a user."""
+    role_claim: tuple[str, ...] = ()
+    """Path of a claim listing roles (e.g. ``["realm_access", "roles"]``); empty: roles come
+    from Strongroom's own principal store."""
+    role_map: dict[str, str] = Field(default_factory=dict)
+    leeway_s: int = Field(default=30, ge=0, le=60)
+    unsafe_http_jwks: bool = False
 
 
 class Settings(BaseSettings):
@@ -120,6 +145,67 @@ class Settings(BaseSettings):
     """Verifier keys (``name+id+key``) trusted for audit checkpoints. Empty: trust this instance's
     own key. Set it to verify on another machine, or to keep trusting a rotated-out key."""
 
+    # --- the server (issue 3) -------------------------------------------------------------------
+
+    server_secret: SecretStr | None = None
+    """32+ random bytes (base64url or hex text) from which the server derives, by HKDF with a
+    label each, the API-key and session peppers, the audit input-HMAC key, the TOTP sealing key
+    and its own token-signing key. ``STRONGROOM_SERVER_SECRET_FILE`` or ``server_secret_file``
+    (default ``<home>/secrets/server.key``, made by ``strongroom init``)."""
+
+    server_secret_file: Path | None = None
+
+    host: str = "127.0.0.1"
+    """Address to listen on. ``0.0.0.0`` or ``::`` to accept remote clients."""
+
+    port: int = Field(default=8443, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+
+    public_url: str = ""
+    """The URL clients use (``https://host:port``): the issuer and audience of the server's own
+    access tokens. Default ``https://localhost:<port>``."""
+
+    tls_cert_file: Path | None = None
+    """PEM certificate chain (default ``<home>/tls/server.crt``, self-signed by ``init``)."""
+
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file`` (default ``<home>/tls/server.key``)."""
+
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle that client certificates must chain to; setting it enables mTLS."""
+
+    mtls_required: bool = False
+    """With ``tls_client_ca_file``: refuse the handshake without a client certificate (else a
+    certificate is optional and, when given, must verify)."""
+
+    unsafe_plaintext: bool = False
+    """Serve plain HTTP without TLS. Only behind a TLS-terminating proxy on a trusted network;
+    warned about at every start and recorded in the audit log."""
+
+    max_body_bytes: int = Field(default=8 * MIB, ge=1024, le=4096 * MIB)
+    """Largest request body outside model uploads (413 before it is read)."""
+
+    max_batch_rows: int = Field(default=4096, ge=1, le=1_000_000)
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """A client must send its request line and headers within this time (slowloris)."""
+
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """... and its body within this time."""
+
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=300)
+
+    access_token_ttl_s: int = Field(default=300, ge=60, le=3600)
+    """Lifetime of the access tokens the server issues (client-credentials grant)."""
+
+    session_ttl_s: int = Field(default=8 * 3600, ge=300, le=24 * 3600)
+    """Lifetime of a password (+ TOTP) login session."""
+
+    mfa_max_age_s: int = Field(default=300, ge=30, le=3600)
+    """How recent a TOTP step-up must be for promote, rollback, key and credential changes."""
+
+    oidc_issuers: tuple[IssuerSettings, ...] = ()
+    """External OAuth2/OIDC issuers whose access tokens are accepted."""
+
     @model_validator(mode="after")
     def _fill_urls(self) -> Settings:
         home = self.home.expanduser().resolve()
@@ -136,7 +222,16 @@ class Settings(BaseSettings):
         paths = {
             "audit_checkpoint_dir": home / "audit-checkpoints-external",
             "audit_signing_key_file": home / "secrets" / "audit-checkpoint.key",
+            "server_secret_file": home / "secrets" / "server.key",
+            "tls_cert_file": home / "tls" / "server.crt",
+            "tls_key_file": home / "tls" / "server.key",
         }
+        if not self.public_url:
+            object.__setattr__(self, "public_url", f"https://localhost:{self.port}")
+        if self.mtls_required and self.tls_client_ca_file is None:
+            raise ValueError("mtls_required needs tls_client_ca_file")
+        if self.unsafe_plaintext and self.tls_client_ca_file is not None:
+            raise ValueError("mTLS (tls_client_ca_file) needs TLS: unset unsafe_plaintext")
         for name, path in paths.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, path)
