@@ -27,6 +27,12 @@ from strongroom.adapters.storage.local_fs import LocalBlobStore
 from strongroom.adapters.storage.sql import SqlMetadataStore
 from strongroom.config import Settings, read_secret_file
 from strongroom.core.audit.record import AuditEvent, AuditRecord
+from strongroom.core.crypto.derive import (
+    ServerKeys,
+    derive_server_keys,
+    format_server_secret,
+    parse_server_secret,
+)
 from strongroom.core.crypto.keys import KeyProvider
 from strongroom.core.crypto.notes import NoteSigner, NoteVerifier
 from strongroom.core.crypto.signature_policy import SignaturePolicy, TrustedSigner
@@ -289,6 +295,43 @@ def initialise_audit(settings: Settings) -> Path:
     return key
 
 
+# --- the server secret ----------------------------------------------------------------------------
+
+
+def server_keys(settings: Settings) -> ServerKeys:
+    """The keys derived from the server secret (setting, ``*_FILE`` or ``server_secret_file``)."""
+    if settings.server_secret is not None:
+        text = settings.server_secret.get_secret_value()
+    else:
+        path = _under_home(settings, settings.server_secret_file)
+        if not path.exists():
+            raise ConfigurationError(
+                f"no server secret at {path}",
+                hint="run: strongroom init (or set STRONGROOM_SERVER_SECRET_FILE)",
+            )
+        if path.stat().st_mode & 0o077:
+            raise ConfigurationError(
+                f"{path} is readable by other users", hint=f"run: chmod 600 {path}"
+            )
+        text = read_secret_file(path)
+    return derive_server_keys(parse_server_secret(text))
+
+
+def initialise_server_secret(settings: Settings) -> Path | None:
+    """Write a fresh server secret (0600, never overwritten) unless one is configured or exists;
+    returns the path written, or None."""
+    if settings.server_secret is not None:
+        return None
+    path = _under_home(settings, settings.server_secret_file)
+    if path.exists():
+        return None
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(format_server_secret(os.urandom(32)) + "\n")
+    return path
+
+
 def build_container(settings: Settings) -> Container:
     metadata = build_metadata_store(settings)
     blobs = build_blob_store(settings)
@@ -360,6 +403,7 @@ def initialise(settings: Settings) -> InitResult:
     )
     build_metadata_store(settings).migrate()
     initialise_audit(settings)
+    initialise_server_secret(settings)
     database = home / "registry.db"
     if database.exists():  # SQLite creates it with the umask; the registry keeps files 0600
         database.chmod(0o600)

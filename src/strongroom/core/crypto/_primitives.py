@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from strongroom.errors import IntegrityError, InvalidInputError, SignatureError
@@ -50,6 +51,14 @@ class Aead:
             return self._aead.decrypt(nonce, ciphertext, aad)
         except InvalidTag as exc:
             raise IntegrityError from exc
+
+
+# --- HKDF ---------------------------------------------------------------------------------------
+
+
+def hkdf_sha256(secret: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 HKDF with SHA-256: independent keys for independent purposes from one secret."""
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
 
 
 # --- scrypt -------------------------------------------------------------------------------------
