@@ -14,7 +14,14 @@ from typing import Annotated
 import typer
 
 from strongroom import __version__, bootstrap
-from strongroom.entrypoints.cli import audit, keys, maintenance, models, quickstart
+from strongroom.entrypoints.cli import (
+    audit,
+    keys,
+    maintenance,
+    models,
+    principals,
+    quickstart,
+)
 from strongroom.entrypoints.cli.output import EXIT_FAILURE, Output
 from strongroom.entrypoints.cli.state import CliState
 from strongroom.errors import StrongroomError
@@ -30,6 +37,8 @@ app.add_typer(models.app, name="model")
 app.add_typer(keys.app, name="keys")
 app.add_typer(maintenance.app, name="registry")
 app.add_typer(audit.app, name="audit")
+app.add_typer(principals.app, name="principal")
+app.add_typer(principals.apikeys, name="apikey")
 
 
 @app.callback()
@@ -88,6 +97,7 @@ def init(ctx: typer.Context) -> None:
 
 
 app.command(name="quickstart")(quickstart.quickstart)
+# serve.serve is registered here once it exists: app.command(name="serve")(serve.serve)
 
 
 def run() -> None:
