@@ -203,6 +203,10 @@ class Settings(BaseSettings):
     mfa_max_age_s: int = Field(default=300, ge=30, le=3600)
     """How recent a TOTP step-up must be for promote, rollback, key and credential changes."""
 
+    model_refresh_s: float = Field(default=2.0, ge=0.1, le=3600)
+    """How often each worker compares its warm models with the registry's production versions
+    (promotions made through this worker's admin API apply at once)."""
+
     oidc_issuers: tuple[IssuerSettings, ...] = ()
     """External OAuth2/OIDC issuers whose access tokens are accepted."""
 

@@ -67,6 +67,17 @@ class VersionView:
 
 
 @dataclass(frozen=True, slots=True)
+class LoadedVersion:
+    """A model version opened through ``open_verified`` and loaded by its runtime."""
+
+    name: str
+    version: int
+    manifest_digest: str
+    format: ModelFormat
+    model: LoadedModel
+
+
+@dataclass(frozen=True, slots=True)
 class StoredArtifact:
     """How one file of a version is stored, read from its envelope header (no decryption)."""
 
@@ -320,8 +331,23 @@ class RegistryService:
 
     def load_model(self, model: str, version: int | None = None) -> LoadedModel:
         """Open a version through ``open_verified`` and hand it to its format's runtime."""
+        return self.load_version(model, version).model
+
+    def load_version(self, model: str, version: int | None = None) -> LoadedVersion:
+        """Like ``load_model``, keeping which version and manifest the model came from."""
         artifact = self.open_verified(model, version)
-        return self._runtime(artifact.format).load(artifact)
+        loaded = self._runtime(artifact.format).load(artifact)
+        return LoadedVersion(
+            name=artifact.model,
+            version=artifact.version,
+            manifest_digest=artifact.manifest_digest,
+            format=artifact.format,
+            model=loaded,
+        )
+
+    def production_version(self, model: str) -> int | None:
+        """The version in production, or None (also for an unknown model)."""
+        return self._metadata.production_version(check_model_name(model))
 
     # --- reading --------------------------------------------------------------------------------
 

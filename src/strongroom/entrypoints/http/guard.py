@@ -1,0 +1,300 @@
+"""The outermost ASGI layer: every HTTP request passes through ``Guard`` exactly once.
+
+It owns what must hold for *every* request, whatever route (or no route) answers it:
+
+* **One audit record per request, durable before the response.** Handlers (and the
+  authenticator) fill the request's ``RequestLog`` (who, what, which model version, input
+  HMAC, reason); when the application starts its response, the guard holds the response start,
+  submits the record to the audit writer and waits until it is committed, then sends. If the
+  record cannot be made durable (``AuditUnavailableError``, or no confirmation in time) the
+  client gets 503 instead of the application's answer: nothing is served unaudited (fail
+  closed).
+* **Errors as problem+json**, never a stack trace: a ``StrongroomError`` or routing
+  ``HTTPException`` escaping a handler becomes its problem (``problems``); anything else a
+  logged 500.
+* **Body limits before reading**: a ``Content-Length`` over the route's limit is answered 413
+  without reading a byte; a chunked body is counted as it arrives and cut off at the limit.
+  The whole body must arrive within ``body_timeout`` (slow senders get 408).
+* **Security headers** on every response (HSTS over TLS, ``no-store``, ``nosniff``, a CSP that
+  allows nothing, no framing, no referrer) and ``X-Request-Id``.
+
+A plain ASGI class rather than Starlette middleware: one layer, no per-request task, and it
+sees the raw ``http.response.start`` it must hold back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from strongroom.core.audit.record import AuditEvent, AuditRecord, DetailValue, Outcome, bounded_text
+from strongroom.core.types import Clock
+from strongroom.entrypoints.http import problems
+from strongroom.errors import AuditUnavailableError, StrongroomError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+AuditSubmit = Callable[[AuditEvent], "Future[AuditRecord]"]
+
+REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+LOG_KEY: Final = "strongroom.log"
+_LOG: Final = logging.getLogger("strongroom.http")
+
+_BASE_HEADERS: Final = (
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+_HSTS: Final = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+
+
+@dataclass(slots=True)
+class RequestLog:
+    """What the audit record of this request will say; handlers fill it in as they learn."""
+
+    request_id: str
+    action: str
+    resource: str
+    principal: str | None = None
+    model_version: int | None = None
+    manifest_digest: str | None = None
+    input_hmac: str | None = None
+    reason: str | None = None
+    details: dict[str, DetailValue] = field(default_factory=dict)
+
+
+def request_log(scope: Scope) -> RequestLog:
+    """The ``RequestLog`` the guard attached to this request."""
+    log: RequestLog = scope[LOG_KEY]
+    return log
+
+
+def outcome_of(status: int) -> Outcome:
+    if status < 400:  # noqa: PLR2004
+        return Outcome.ALLOWED
+    if status in {401, 403, 429}:
+        return Outcome.DENIED
+    return Outcome.ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    max_body_bytes: int
+    max_upload_bytes: int
+    body_timeout_s: float
+    audit_timeout_s: float = 5.0
+    upload_paths: re.Pattern[str] = re.compile(r"^/v1/models/[^/]+/versions$")
+
+
+class BodyTooLarge(Exception):  # noqa: N818 - control flow inside the guard
+    pass
+
+
+class BodyTimeout(Exception):  # noqa: N818 - control flow inside the guard
+    pass
+
+
+class Guard:
+    def __init__(
+        self, app: ASGIApp, *, settings: GuardSettings, submit: AuditSubmit, clock: Clock
+    ) -> None:
+        self._app = app
+        self._settings = settings
+        self._submit = submit
+        self._clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        await _Exchange(self, scope, receive, send).run()
+
+
+class _Exchange:
+    """One request/response exchange through the guard."""
+
+    def __init__(self, guard: Guard, scope: Scope, receive: Receive, send: Send) -> None:
+        self.guard = guard
+        self.scope = scope
+        self.raw_receive = receive
+        self.raw_send = send
+        self.started_ns = time.perf_counter_ns()
+        self.time = guard._clock()  # noqa: SLF001 - the exchange is part of the guard
+        self.response_started = False
+        self.swallow = False
+        self.received = 0
+        self.deadline = time.monotonic() + guard._settings.body_timeout_s  # noqa: SLF001
+        path = scope.get("path", "")
+        self.log = RequestLog(
+            request_id=_request_id(scope),
+            action="http.request",
+            resource=bounded_text(f"{scope.get('method', '?')} {path}", 512),
+        )
+        scope[LOG_KEY] = self.log
+        scope.setdefault("state", {})
+        scope["app"] = guard  # routing raises HTTPException (404/405) instead of sending text
+        method = scope.get("method", "")
+        settings = guard._settings  # noqa: SLF001
+        upload = method in {"POST", "PUT"} and settings.upload_paths.match(path) is not None
+        self.limit = settings.max_upload_bytes if upload else settings.max_body_bytes
+
+    async def run(self) -> None:
+        declared = _content_length(self.scope)
+        if declared is not None and declared > self.limit:
+            await self.answer(problems.too_large(self.limit))
+            return
+        if declared is None and _header(self.scope, b"content-length") is not None:
+            await self.answer(problems.Problem(400, "http.bad_request", "invalid Content-Length"))
+            return
+        try:
+            await self.guard._app(self.scope, self.receive, self.send)  # noqa: SLF001
+        except BodyTooLarge:
+            await self.answer_unless_started(problems.too_large(self.limit))
+        except BodyTimeout:
+            await self.answer_unless_started(
+                problems.Problem(408, "http.timeout", "the request body did not arrive in time")
+            )
+        except Exception as exc:  # noqa: BLE001 - the error boundary of the server
+            if self.response_started:
+                _LOG.error("error after the response started", exc_info=exc)
+                return
+            await self.answer(problems.problem_for(exc))
+
+    async def answer_unless_started(self, problem: problems.Problem) -> None:
+        if not self.response_started:
+            await self.answer(problem)
+
+    async def answer(self, problem: problems.Problem) -> None:
+        if self.log.reason is None:
+            self.log.reason = problem.code
+        await problem.response(self.log.request_id)(self.scope, self.receive, self.send)
+
+    # --- receive: body limit and timeout --------------------------------------------------------
+
+    async def receive(self) -> Message:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise BodyTimeout
+        try:
+            async with asyncio.timeout(remaining):
+                message = await self.raw_receive()
+        except TimeoutError:
+            raise BodyTimeout from None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                raise BodyTooLarge
+        return message
+
+    # --- send: audit first, then the response ----------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if self.response_started:
+                raise RuntimeError("the response already started")
+            self.response_started = True
+            await self.start(message)
+        elif not self.swallow:
+            await self.raw_send(message)
+
+    async def start(self, message: Message) -> None:
+        status = int(message["status"])
+        try:
+            await self.record(status)
+        except AuditUnavailableError:
+            self.swallow = True  # the application's body is dropped: 503 instead
+            problem = problems.AUDIT_UNAVAILABLE
+            body = problem.body(self.log.request_id)
+            headers = [
+                (b"content-type", problems.PROBLEM_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", problems.RETRY_AFTER_S.encode()),
+            ]
+            await self.raw_send(
+                {"type": "http.response.start", "status": 503, "headers": self.headers(headers)}
+            )
+            await self.raw_send({"type": "http.response.body", "body": body})
+            return
+        message["headers"] = self.headers(list(message.get("headers", [])))
+        await self.raw_send(message)
+
+    def headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        present = {name.lower() for name, _ in headers}
+        headers.extend(h for h in _BASE_HEADERS if h[0] not in present)
+        if self.scope.get("scheme") == "https":
+            headers.append(_HSTS)
+        headers.append((b"x-request-id", self.log.request_id.encode("ascii")))
+        return headers
+
+    async def record(self, status: int) -> None:
+        event = self.event(status)
+        settings = self.guard._settings  # noqa: SLF001
+        try:
+            future = self.guard._submit(event)  # noqa: SLF001
+            async with asyncio.timeout(settings.audit_timeout_s):
+                await asyncio.wrap_future(future)
+        except TimeoutError:
+            _LOG.error("the audit log did not confirm a record in time: answering 503")
+            raise AuditUnavailableError("audit confirmation timed out") from None
+        except AuditUnavailableError:
+            raise
+        except StrongroomError as exc:
+            _LOG.error("audit record refused: %s", exc.code)
+            raise AuditUnavailableError("audit record refused") from exc
+
+    def event(self, status: int) -> AuditEvent:
+        log = self.log
+        client = self.scope.get("client")
+        details = dict(log.details)
+        details["status"] = status
+        return AuditEvent(
+            time=self.time,
+            principal=log.principal,
+            action=log.action,
+            resource=log.resource,
+            outcome=outcome_of(status),
+            request_id=log.request_id,
+            reason=log.reason if status >= 400 else None,  # noqa: PLR2004
+            model_version=log.model_version,
+            manifest_digest=log.manifest_digest,
+            client_address=bounded_text(str(client[0]), 128) if client else None,
+            input_hmac=log.input_hmac,
+            latency_us=(time.perf_counter_ns() - self.started_ns) // 1000,
+            details=details,
+        )
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    value = _header(scope, b"content-length")
+    if value is None or not value.isdigit() or len(value) > 18:  # noqa: PLR2004
+        return None
+    return int(value)
+
+
+def _request_id(scope: Scope) -> str:
+    given = _header(scope, b"x-request-id")
+    if given is not None:
+        text = given.decode("latin-1")
+        if REQUEST_ID_RE.fullmatch(text):
+            return text
+    return secrets.token_hex(12)

@@ -1,0 +1,200 @@
+"""Serving models: verified versions kept warm, swapped without downtime.
+
+``ModelHost`` is what the inference routes ask for a model. It holds, per model name, the
+production version loaded through ``RegistryService.load_version`` (so through
+``open_verified``: decrypted, digest-checked against the signed manifest, signature policy
+re-evaluated), plus a small LRU of explicitly requested versions.
+
+Invariants:
+
+* **Only verified bytes.** Every ``ServedModel`` was built by ``load_version``; nothing else
+  creates one.
+* **Hot swap.** ``refresh`` (run every few seconds by the server, and at once after a promote or
+  rollback made through this process) compares each model's production version with the one
+  held; a different version is loaded *first*, then the entry is replaced in one assignment. A
+  request that already took the old ``ServedModel`` finishes on it; the next one gets the new.
+  A model no longer in production stops being served by name.
+* **A failed load keeps the old version serving** and is reported (``problems``, and readiness):
+  the old version was verified when loaded and is still what the last good state held, while a
+  new version that fails verification may be tampered with. The error is logged at ERROR
+  (CRITICAL for integrity failures).
+* **Reads are lock-free.** ``production`` and ``version`` are dict reads on the request path;
+  loads take a lock so one version is never loaded twice at once. ``refresh`` and loads block
+  (decryption, ONNX session creation): call them from a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Final
+
+from strongroom.core.registry.formats import ModelFormat
+from strongroom.core.registry.runtime import LoadedModel, ModelSignature
+from strongroom.core.types import Clock
+from strongroom.errors import IntegrityError, NotFoundError, SecurityError, StrongroomError
+from strongroom.services.registry import RegistryService
+
+DEFAULT_PINNED_VERSIONS: Final = 8
+_LOG: Final = logging.getLogger("strongroom.inference")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """One loaded, verified model version; immutable, so requests can hold it safely."""
+
+    name: str
+    version: int
+    manifest_digest: str
+    format: ModelFormat
+    model: LoadedModel
+    loaded_at: datetime
+
+    @property
+    def signature(self) -> ModelSignature:
+        return self.model.signature
+
+    def predict(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        return self.model.predict(inputs)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshReport:
+    loaded: tuple[tuple[str, int], ...]
+    removed: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]
+    """(model, stable error code) of production versions that could not be loaded."""
+
+
+class ModelHost:
+    """Warm production versions and an LRU of pinned versions; see the module docstring."""
+
+    def __init__(
+        self,
+        registry: RegistryService,
+        clock: Clock,
+        *,
+        max_pinned: int = DEFAULT_PINNED_VERSIONS,
+    ) -> None:
+        if max_pinned < 1:
+            raise ValueError("max_pinned must be at least 1")
+        self._registry = registry
+        self._clock = clock
+        self._max_pinned = max_pinned
+        self._production: dict[str, ServedModel] = {}
+        self._pinned: OrderedDict[tuple[str, int], ServedModel] = OrderedDict()
+        self._problems: dict[str, str] = {}
+        self._load_lock = threading.Lock()
+        self._refreshed = False
+
+    # --- the request path (no I/O) ------------------------------------------------------------
+
+    def production(self, name: str) -> ServedModel | None:
+        """The warm production version of ``name``, or None if none is loaded."""
+        return self._production.get(name)
+
+    def pinned(self, name: str, version: int) -> ServedModel | None:
+        """A warm explicitly requested version (or the production one), or None."""
+        served = self._production.get(name)
+        if served is not None and served.version == version:
+            return served
+        return self._pinned.get((name, version))
+
+    def served(self) -> Mapping[str, ServedModel]:
+        return MappingProxyType(dict(self._production))
+
+    def problems(self) -> Mapping[str, str]:
+        """Model name -> error code of its last failed load (cleared by a good one)."""
+        return MappingProxyType(dict(self._problems))
+
+    def ready(self) -> bool:
+        """True once a refresh completed and every production version is loaded."""
+        return self._refreshed and not self._problems
+
+    # --- loading (blocking: call from a worker thread) -----------------------------------------
+
+    def load_production(self, name: str) -> ServedModel:
+        """Resolve and load ``name``'s production version now (first request for a model this
+        process has not loaded yet). ``NotFoundError`` when it has none."""
+        version = self._registry.production_version(name)
+        if version is None:
+            raise NotFoundError(f"model {name!r} has no production version")
+        with self._load_lock:
+            current = self._production.get(name)
+            if current is not None and current.version == version:
+                return current
+            served = self._load(name, version)
+            self._production[name] = served
+            self._problems.pop(name, None)
+            return served
+
+    def load_pinned(self, name: str, version: int) -> ServedModel:
+        """Load a specific version (``/versions/{v}`` routes), kept in a bounded LRU."""
+        with self._load_lock:
+            warm = self.pinned(name, version)
+            if warm is not None:
+                self._pinned.pop((name, version), None)
+            else:
+                warm = self._load(name, version)
+            self._pinned[(name, version)] = warm
+            while len(self._pinned) > self._max_pinned:
+                self._pinned.popitem(last=False)
+            return warm
+
+    def refresh(self) -> RefreshReport:
+        """Bring every model's production version in line with the registry (hot swap)."""
+        wanted = {name: self._registry.production_version(name) for name in self._models()}
+        loaded: list[tuple[str, int]] = []
+        failed: list[tuple[str, str]] = []
+        with self._load_lock:
+            for name, version in wanted.items():
+                current = self._production.get(name)
+                if version is None or (current is not None and current.version == version):
+                    continue
+                try:
+                    self._production[name] = self._load(name, version)
+                except StrongroomError as exc:
+                    self._report_failure(name, version, exc)
+                    failed.append((name, exc.code))
+                    continue
+                self._problems.pop(name, None)
+                loaded.append((name, version))
+            removed = [n for n in self._production if wanted.get(n) is None]
+            for name in removed:
+                del self._production[name]
+                self._problems.pop(name, None)
+            self._refreshed = True
+        for name, version in loaded:
+            _LOG.info("serving %s version %d", name, version)
+        for name in removed:
+            _LOG.info("%s has no production version any more: no longer served", name)
+        return RefreshReport(tuple(loaded), tuple(removed), tuple(failed))
+
+    def _models(self) -> list[str]:
+        names = set(self._registry.list_models())
+        return sorted(names | set(self._production))
+
+    def _load(self, name: str, version: int) -> ServedModel:
+        loaded = self._registry.load_version(name, version)
+        return ServedModel(
+            name=loaded.name,
+            version=loaded.version,
+            manifest_digest=loaded.manifest_digest,
+            format=loaded.format,
+            model=loaded.model,
+            loaded_at=self._clock(),
+        )
+
+    def _report_failure(self, name: str, version: int, exc: StrongroomError) -> None:
+        self._problems[name] = exc.code
+        keeping = self._production.get(name)
+        still = f"; still serving version {keeping.version}" if keeping else ""
+        level = (
+            logging.CRITICAL if isinstance(exc, IntegrityError | SecurityError) else logging.ERROR
+        )
+        _LOG.log(level, "cannot load %s version %d (%s)%s", name, version, exc.code, still)
