@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 LOCK   := requirements/dev.lock
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test lint lock bench clean
+.PHONY: quickstart test lint lock bench bench-server clean
 
 $(STAMP): $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_registry.py
+
+# Serving overhead vs a bare app and MLServer, with wrk (apt-get install wrk); see bench/README.md.
+bench-server: $(STAMP)
+	$(BIN)/python bench/bench_server.py $(BENCH_ARGS)
 
 # Regenerate the lock file (needs uv: pip install uv).
 lock:

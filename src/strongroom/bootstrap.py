@@ -8,14 +8,20 @@ the extra to install.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from strongroom.adapters.identity.jwks import https_jwks_fetcher
+from strongroom.adapters.identity.jwt_verifier import JwtVerifier
+from strongroom.adapters.identity.passwords import Argon2PasswordHasher
+from strongroom.adapters.identity.token_issuer import TokenIssuer
+from strongroom.adapters.identity.totp import TotpVerifier
 from strongroom.adapters.kms.local_keyring import LocalKeyring
 from strongroom.adapters.runtimes.lightgbm import LightGBMRuntime
 from strongroom.adapters.runtimes.onnx import OnnxRuntime
@@ -23,10 +29,14 @@ from strongroom.adapters.runtimes.skops import SkopsRuntime
 from strongroom.adapters.runtimes.xgboost import XGBoostRuntime
 from strongroom.adapters.storage.audit_sql import SqlAuditStore
 from strongroom.adapters.storage.checkpoint_dir import DirectoryCheckpointSink
+from strongroom.adapters.storage.epoch_file import FileCredentialEpoch
+from strongroom.adapters.storage.epoch_sql import SqlCredentialEpoch
+from strongroom.adapters.storage.identity_sql import SqlIdentityStore
 from strongroom.adapters.storage.local_fs import LocalBlobStore
 from strongroom.adapters.storage.sql import SqlMetadataStore
-from strongroom.config import Settings, read_secret_file
+from strongroom.config import IssuerSettings, Settings, read_secret_file
 from strongroom.core.audit.record import AuditEvent, AuditRecord
+from strongroom.core.crypto.certificates import generate_development_certificate
 from strongroom.core.crypto.derive import (
     ServerKeys,
     derive_server_keys,
@@ -36,12 +46,16 @@ from strongroom.core.crypto.derive import (
 from strongroom.core.crypto.keys import KeyProvider
 from strongroom.core.crypto.notes import NoteSigner, NoteVerifier
 from strongroom.core.crypto.signature_policy import SignaturePolicy, TrustedSigner
+from strongroom.core.identity.ports import CredentialEpoch
+from strongroom.core.identity.principal import Role
+from strongroom.core.identity.tokens import IssuerConfig, SubjectKind
 from strongroom.core.registry.formats import ModelFormat
 from strongroom.core.registry.ports import BlobStore, MetadataStore
 from strongroom.core.registry.runtime import ModelRuntime
 from strongroom.errors import ConfigurationError, InvalidInputError
 from strongroom.services.audit import AuditWriter
 from strongroom.services.audit_reading import AuditService
+from strongroom.services.identity import IdentityService
 from strongroom.services.keys import KeyService
 from strongroom.services.lifecycle import LifecycleService
 from strongroom.services.publishing import RegistryLimits
@@ -404,8 +418,163 @@ def initialise(settings: Settings) -> InitResult:
     build_metadata_store(settings).migrate()
     initialise_audit(settings)
     initialise_server_secret(settings)
+    initialise_tls(settings)
     database = home / "registry.db"
     if database.exists():  # SQLite creates it with the umask; the registry keeps files 0600
         database.chmod(0o600)
     build_blob_store(settings)
     return InitResult(home=home, keyring=path, generated_passphrase_file=generated)
+
+
+# --- the TLS certificate --------------------------------------------------------------------------
+
+
+def default_tls_paths(settings: Settings) -> tuple[Path, Path]:
+    """Where ``init`` puts the development certificate and key: ``<home>/tls/server.{crt,key}``."""
+    tls = settings.home / "tls"
+    return tls / "server.crt", tls / "server.key"
+
+
+def initialise_tls(settings: Settings) -> Path | None:
+    """Write a self-signed development certificate and its key (0600) when the default paths are
+    in use and neither file exists; returns the certificate's path, or None.
+
+    Never overwrites: an operator's certificate, or a half-written pair, is left for a human.
+    The key is written first with ``O_EXCL``, so a concurrent ``init`` cannot interleave.
+    """
+    cert_path, key_path = default_tls_paths(settings)
+    if (settings.tls_cert_file, settings.tls_key_file) != (cert_path, key_path):
+        return None
+    if cert_path.exists() or key_path.exists():
+        return None
+    cert_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dev = generate_development_certificate(utc_now, os.urandom)
+    for path, data, mode in ((key_path, dev.key_pem, 0o600), (cert_path, dev.cert_pem, 0o644)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    return cert_path
+
+
+# --- bearer tokens --------------------------------------------------------------------------------
+
+
+def build_token_issuer(settings: Settings, keys: ServerKeys) -> TokenIssuer:
+    """The server's own issuer of short-lived access tokens (client-credentials grant)."""
+    return TokenIssuer(
+        issuer=settings.public_url,
+        audience=settings.public_url,
+        private_key=keys.token_signing_seed,
+        clock=utc_now,
+        random_bytes=os.urandom,
+        ttl=timedelta(seconds=settings.access_token_ttl_s),
+        unsafe_http=settings.public_url.startswith("http://"),
+    )
+
+
+def _issuer_config(settings: Settings, issuer: IssuerSettings) -> IssuerConfig:
+    jwks = None
+    if issuer.jwks_file is not None:
+        path = (
+            issuer.jwks_file if issuer.jwks_file.is_absolute() else settings.home / issuer.jwks_file
+        )
+        try:
+            jwks = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read the JWK Set of {issuer.issuer}: {path}") from exc
+    try:
+        role_map = {name: Role(role) for name, role in issuer.role_map.items()}
+    except ValueError as exc:
+        raise ConfigurationError(f"role_map of {issuer.issuer} names an unknown role") from exc
+    return IssuerConfig(
+        issuer=issuer.issuer,
+        audiences=issuer.audiences or (settings.public_url,),
+        algorithms=issuer.algorithms,
+        jwks_url=issuer.jwks_url or None,
+        jwks=jwks,
+        leeway=timedelta(seconds=issuer.leeway_s),
+        subject_kind=SubjectKind.SERVICE if issuer.service_subjects else SubjectKind.AUTO,
+        subject_prefix=issuer.subject_prefix,
+        role_claim=issuer.role_claim,
+        role_map=role_map,
+        unsafe_http_jwks=issuer.unsafe_http_jwks,
+    )
+
+
+def build_bearer_verifier(settings: Settings, issuer: TokenIssuer) -> JwtVerifier:
+    """Verifies the server's own access tokens and those of every configured OIDC issuer."""
+    configs = [
+        issuer.issuer_config(),
+        *(_issuer_config(settings, i) for i in settings.oidc_issuers),
+    ]
+    urls = [c.jwks_url for c in configs if c.jwks_url]
+    fetch = https_jwks_fetcher(
+        allowed_urls=urls, allow_http=any(c.unsafe_http_jwks for c in configs if c.jwks_url)
+    )
+    return JwtVerifier(configs, fetch_jwks=fetch, clock=utc_now)
+
+
+def roles_from_token_issuers(settings: Settings, issuer: TokenIssuer) -> frozenset[str]:
+    """Issuers whose tokens carry roles (the server's own, and those with a ``role_claim``)."""
+    external = {i.issuer for i in settings.oidc_issuers if i.role_claim}
+    return frozenset({issuer.issuer_config().issuer, *external})
+
+
+# --- identity and access --------------------------------------------------------------------------
+
+
+def credential_epoch_path(settings: Settings) -> Path:
+    """The file epoch shared by the worker processes of an embedded (SQLite) instance."""
+    return settings.home / "run" / "credential-epoch"
+
+
+def build_credential_epoch(settings: Settings) -> CredentialEpoch:
+    """A file on one host for SQLite; the database itself for PostgreSQL (several hosts)."""
+    if _scheme(settings.metadata_url) == "sqlite":
+        return FileCredentialEpoch(credential_epoch_path(settings))
+    return SqlCredentialEpoch(settings.metadata_url)
+
+
+def build_identity_store(settings: Settings) -> SqlIdentityStore:
+    if _scheme(settings.metadata_url) not in SQL_SCHEMES:
+        raise ConfigurationError(
+            "unsupported metadata_url scheme",
+            hint="use sqlite:///path/registry.db or postgresql://user@host/db",
+        )
+    return SqlIdentityStore(settings.metadata_url)
+
+
+def build_identity_service(settings: Settings, keys: ServerKeys) -> IdentityService:
+    """Principals and credentials in the metadata database, Argon2id passwords, RFC 6238 TOTP."""
+    return IdentityService(
+        build_identity_store(settings),
+        Argon2PasswordHasher(),
+        TotpVerifier(utc_now),
+        keys,
+        build_credential_epoch(settings),
+        utc_now,
+        os.urandom,
+    )
+
+
+def initialise_identity(settings: Settings) -> None:
+    """Create or upgrade the identity tables (migration 0003, in the registry's one stream, which
+    ``initialise`` runs too) and, for SQLite, the credential epoch file under ``<home>/run``."""
+    store = build_identity_store(settings)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    if _scheme(settings.metadata_url) == "sqlite":
+        FileCredentialEpoch(credential_epoch_path(settings)).close()
+
+
+def create_admin(service: IdentityService, user_name: str, password: str) -> tuple[str, str]:
+    """Create ``user:<user_name>`` with the admin role, its password and a TOTP enrolment;
+    returns ``(totp secret, provisioning uri)`` to show once. The enrolment is confirmed by the
+    first login (or step-up) with a valid code."""
+    user_id = user_name if user_name.startswith("user:") else f"user:{user_name}"
+    service.create_principal(user_id, roles=(Role.ADMIN,), description="created by init")
+    service.set_password(user_id, password)
+    secret, uri = service.enroll_totp(user_id)
+    return secret, uri

@@ -83,6 +83,30 @@ class UntrustedTypesError(InvalidInputError):
     code = "input.untrusted_types"
 
 
+class UnsupportedMediaTypeError(InvalidInputError):
+    """A request body is not in a media type the endpoint accepts (e.g. not JSON)."""
+
+    code = "input.unsupported_media_type"
+
+
+class OAuthRequestError(InvalidInputError):
+    """A malformed OAuth 2.0 token request (RFC 6749 section 5.2 ``invalid_request``)."""
+
+    code = "oauth.invalid_request"
+
+
+class UnsupportedGrantTypeError(OAuthRequestError):
+    """A token request for a grant the server does not offer (``unsupported_grant_type``)."""
+
+    code = "oauth.unsupported_grant_type"
+
+
+class InvalidScopeError(OAuthRequestError):
+    """A token request whose ``scope`` is malformed (``invalid_scope``)."""
+
+    code = "oauth.invalid_scope"
+
+
 # --- registry state -----------------------------------------------------------------------------
 
 

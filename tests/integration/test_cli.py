@@ -66,6 +66,8 @@ def test_push_promote_verify_rotate_export(instance: Path, tmp_path: Path):
 
     trail = cli_json(home, "audit", "tail", "-n", "50")
     actions = [(r["action"], r["outcome"]) for r in trail]
+    assert actions[0] == ("principal.create", "allowed"), "init made the administrator"
+    actions = actions[1:]
     assert actions[:7] == [
         ("model.push", "allowed"),
         ("model.push", "allowed"),
@@ -75,8 +77,8 @@ def test_push_promote_verify_rotate_export(instance: Path, tmp_path: Path):
         ("key.rotate", "allowed"),
         ("audit.read", "allowed"),
     ], "one record per registry-changing command, in order"
-    assert trail[0]["model_version"] == 1
-    assert trail[0]["manifest_digest"] == pushed["manifest_digest"]
+    assert trail[1]["model_version"] == 1
+    assert trail[1]["manifest_digest"] == pushed["manifest_digest"]
 
     gc = cli_json(home, "registry", "gc")
     assert gc == {"dry_run": True, "orphan_blobs": [], "temporaries_removed": 0, "too_young": 0}
@@ -144,13 +146,20 @@ def test_errors_are_clear_and_mapped_to_exit_codes(instance: Path, tmp_path: Pat
 
 @pytest.mark.slow
 def test_quickstart_runs_end_to_end_and_again(tmp_path: Path):
+    from server_harness import free_port
+
     home = tmp_path / "qs"
-    first = cli_json(home, "quickstart", "--rows", "1000")
+    env = {"STRONGROOM_PORT": str(free_port())}
+    first = cli_json(home, "quickstart", "--rows", "1000", "--no-serve", env=env)
     assert first["predictions_match_in_process_model"] is True
+    assert first["served_over_https_match_in_process_model"] is True
+    assert (home / "quickstart" / "api-key").stat().st_mode & 0o777 == 0o600
+    assert (home / "secrets" / "admin-password").stat().st_mode & 0o777 == 0o600
     assert first["plaintext_found_in_artifact_store"] is False
     assert first["stage"] == "production" and first["version"] == 1
-    second = cli_json(home, "quickstart", "--rows", "1000", "--seed", "8")
+    second = cli_json(home, "quickstart", "--rows", "1000", "--seed", "8", "--no-serve", env=env)
     assert second["version"] == 2 and second["predictions_match_in_process_model"] is True
+    assert second["served_over_https_match_in_process_model"] is True
     listed = cli_json(home, "model", "list", "fraud")
     assert [v["stage"] for v in listed] == ["archived", "production"]
 

@@ -187,8 +187,10 @@ def check_external(
 # --- the auditor's service ------------------------------------------------------------------------
 
 
-Recorder = Callable[[AuditEvent], AuditRecord]
-"""How a read gets recorded: ``AuditWriter.record`` (or anything that makes a record durable)."""
+Recorder = Callable[[AuditEvent], object]
+"""How a read gets recorded: ``AuditWriter.record`` (or anything that makes a record durable),
+or, for a read made inside a request that gets its own audit record (the HTTP API), a recorder
+that puts the read's details into that record instead of writing a second one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +237,23 @@ class AuditService:
         self._store, self._sink = store, sink
         self._verifiers, self._origin = tuple(verifiers), origin
         self._recorder, self._clock, self._page = recorder, clock, page_size
+
+    def with_recorder(self, recorder: Recorder) -> AuditService:
+        """The same view of the same log, recording its reads through ``recorder``.
+
+        For a caller whose every request already writes exactly one audit record (the HTTP
+        server's guard): its recorder adds the read's details to that record, so a read is
+        still recorded once, and still before any record is returned.
+        """
+        return AuditService(
+            self._store,
+            self._sink,
+            self._verifiers,
+            self._origin,
+            recorder=recorder,
+            clock=self._clock,
+            page_size=self._page,
+        )
 
     def verify(self) -> AuditVerification:
         """``verify_log`` over the whole stored log and both checkpoint lists (see ``verify``)."""

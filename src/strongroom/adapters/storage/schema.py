@@ -19,7 +19,9 @@ that malformed input is an ``InvalidInputError`` on every dialect rather than a 
 that differs between SQLite and PostgreSQL.
 
 Tables are built per store by ``build_tables`` rather than at import, so that no ``MetaData``
-(a mutable registry) lives at module level.
+(a mutable registry) lives at module level. The identity tables (``build_identity_tables``,
+migration ``0003_identity``) are described at the end; their row mapping is in
+``identity_rows``.
 """
 
 from __future__ import annotations
@@ -245,4 +247,132 @@ def version_record(row: sa.RowMapping, artifacts: Sequence[sa.RowMapping]) -> Ve
         created_at=row["created_at"],
         created_by=row["created_by"],
         artifacts=tuple(records),
+    )
+
+
+# --- identity (migration 0003_identity) --------------------------------------------------------
+
+PRINCIPAL_ID_LENGTH = 136  # "user:" + 128 characters, with room to spare
+CREDENTIAL_ID_LENGTH = 12  # API key and session ids (core.identity.api_keys.KEY_ID_LENGTH)
+FINGERPRINT_LENGTH = 64
+EPOCH_ROW_ID = 1
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityTables:
+    metadata: sa.MetaData
+    principals: sa.Table
+    api_keys: sa.Table
+    passwords: sa.Table
+    totp: sa.Table
+    lockouts: sa.Table
+    sessions: sa.Table
+    certificates: sa.Table
+    epoch: sa.Table
+
+
+def _principal_ref(name: str) -> sa.ForeignKeyConstraint:
+    return sa.ForeignKeyConstraint(["principal_id"], ["principals.id"], name=name)
+
+
+def _principal_id_column(*, primary_key: bool = False) -> sa.Column[str]:
+    return sa.Column(
+        "principal_id",
+        sa.String(PRINCIPAL_ID_LENGTH),
+        primary_key=primary_key,
+        nullable=False,
+    )
+
+
+def build_identity_tables(metadata: sa.MetaData | None = None) -> IdentityTables:
+    """Table objects of the identity migration (a test compares them with the migrations).
+
+    Roles, grants and networks are JSON text in the principal's row: one read per principal, and
+    ``PrincipalRecord`` validates them again on the way out.
+    """
+    metadata = sa.MetaData() if metadata is None else metadata
+    principals = sa.Table(
+        "principals",
+        metadata,
+        sa.Column("id", sa.String(PRINCIPAL_ID_LENGTH), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("roles", sa.Text(), nullable=False),
+        sa.Column("grants", sa.Text(), nullable=False),
+        sa.Column("networks", sa.Text(), nullable=False),
+        sa.Column("disabled", sa.Boolean(), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.CheckConstraint("kind IN ('user', 'service')", name="ck_principals_kind"),
+    )
+    api_keys = sa.Table(
+        "api_keys",
+        metadata,
+        sa.Column("key_id", sa.String(CREDENTIAL_ID_LENGTH), primary_key=True),
+        _principal_id_column(),
+        sa.Column("digest", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("expires_at", UtcDateTime(), nullable=True),
+        sa.Column("revoked_at", UtcDateTime(), nullable=True),
+        _principal_ref("fk_api_keys_principal"),
+        sa.Index("ix_api_keys_principal", "principal_id"),
+    )
+    passwords = sa.Table(
+        "password_credentials",
+        metadata,
+        _principal_id_column(primary_key=True),
+        sa.Column("hash", sa.Text(), nullable=False),
+        sa.Column("history", sa.Text(), nullable=False),
+        sa.Column("changed_at", UtcDateTime(), nullable=False),
+        _principal_ref("fk_password_credentials_principal"),
+    )
+    totp = sa.Table(
+        "totp_credentials",
+        metadata,
+        _principal_id_column(primary_key=True),
+        sa.Column("sealed", sa.LargeBinary(), nullable=False),
+        sa.Column("last_step", sa.BigInteger(), nullable=True),
+        sa.Column("confirmed", sa.Boolean(), nullable=False),
+        _principal_ref("fk_totp_credentials_principal"),
+    )
+    lockouts = sa.Table(
+        "login_lockouts",
+        metadata,
+        _principal_id_column(primary_key=True),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("locked_until", UtcDateTime(), nullable=True),
+        _principal_ref("fk_login_lockouts_principal"),
+        sa.CheckConstraint("failures >= 0", name="ck_login_lockouts_failures"),
+    )
+    sessions = sa.Table(
+        "sessions",
+        metadata,
+        sa.Column("id", sa.String(CREDENTIAL_ID_LENGTH), primary_key=True),
+        _principal_id_column(),
+        sa.Column("digest", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        sa.Column("expires_at", UtcDateTime(), nullable=False),
+        sa.Column("mfa_at", UtcDateTime(), nullable=True),
+        sa.Column("revoked_at", UtcDateTime(), nullable=True),
+        _principal_ref("fk_sessions_principal"),
+        sa.Index("ix_sessions_principal", "principal_id"),
+        sa.Index("ix_sessions_expires_at", "expires_at"),
+    )
+    certificates = sa.Table(
+        "certificate_bindings",
+        metadata,
+        sa.Column("fingerprint", sa.String(FINGERPRINT_LENGTH), primary_key=True),
+        _principal_id_column(),
+        sa.Column("created_at", UtcDateTime(), nullable=False),
+        _principal_ref("fk_certificate_bindings_principal"),
+        sa.Index("ix_certificate_bindings_principal", "principal_id"),
+    )
+    epoch = sa.Table(
+        "credential_epoch",
+        metadata,
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint(f"id = {EPOCH_ROW_ID}", name="ck_credential_epoch_one_row"),
+    )
+    return IdentityTables(
+        metadata, principals, api_keys, passwords, totp, lockouts, sessions, certificates, epoch
     )

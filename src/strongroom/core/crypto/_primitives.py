@@ -1,7 +1,8 @@
 """The only module that touches ``cryptography.hazmat``.
 
 Small, typed functions over the few primitives Strongroom uses: AES-256-GCM, scrypt, ECDSA
-P-256 with SHA-256, and Ed25519 (signed notes: audit checkpoints). Everything else in
+P-256 with SHA-256, Ed25519 (signed notes: audit checkpoints) and the X.509 certificates of the
+TLS server (read, check, make a self-signed one for development). Everything else in
 ``core.crypto`` composes these. Failures of authentication or parsing surface as
 ``IntegrityError`` / ``SignatureError`` without detail.
 """
@@ -9,14 +10,19 @@ P-256 with SHA-256, and Ed25519 (signed notes: audit checkpoints). Everything el
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from strongroom.errors import IntegrityError, InvalidInputError, SignatureError
 
@@ -173,3 +179,100 @@ def ed25519_verify(public_raw: bytes, signature: bytes, message: bytes) -> None:
         ed25519.Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, message)
     except (InvalidSignature, ValueError) as exc:
         raise SignatureError from exc
+
+
+# --- X.509 (the server's TLS certificate) -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFields:
+    """What Strongroom checks in a certificate, read once (no cryptography types escape)."""
+
+    der: bytes
+    subject: str
+    """RFC 4514 distinguished name."""
+    not_before: datetime
+    not_after: datetime
+    public_key_der: bytes
+    """SubjectPublicKeyInfo DER: compared with the private key's to prove they match."""
+
+
+def _certificate_fields(cert: x509.Certificate) -> CertificateFields:
+    return CertificateFields(
+        der=cert.public_bytes(serialization.Encoding.DER),
+        subject=cert.subject.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        public_key_der=cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
+
+
+def load_pem_certificates(pem: bytes) -> list[CertificateFields]:
+    """Every certificate of a PEM chain, leaf first; ``InvalidInputError`` if there is none."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise InvalidInputError("cannot read the certificate", hint="expected PEM") from exc
+    return [_certificate_fields(cert) for cert in certs]
+
+
+def load_der_certificate(der: bytes) -> CertificateFields:
+    try:
+        return _certificate_fields(x509.load_der_x509_certificate(der))
+    except ValueError as exc:
+        raise InvalidInputError("cannot read the certificate", hint="expected DER") from exc
+
+
+def private_key_public_der(private_pem: bytes) -> bytes:
+    """SubjectPublicKeyInfo DER of any unencrypted PEM private key (RSA, EC, Ed25519, ...)."""
+    try:
+        key = serialization.load_pem_private_key(private_pem, None)
+    except TypeError as exc:  # encrypted: the server cannot prompt for a password
+        raise InvalidInputError("the private key is encrypted") from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidInputError("cannot read the private key", hint="expected PEM") from exc
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def self_signed_p256_certificate(
+    *,
+    common_name: str,
+    dns_names: tuple[str, ...],
+    ip_addresses: tuple[str, ...],
+    not_before: datetime,
+    not_after: datetime,
+    serial: int,
+) -> tuple[bytes, bytes]:
+    """A fresh P-256 key (PKCS#8 PEM) and a self-signed TLS server certificate (PEM) for it.
+
+    An end-entity certificate (not a CA) valid for the given names only, so that trusting it
+    for development trusts nothing else. The key comes from OpenSSL's CSPRNG.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)

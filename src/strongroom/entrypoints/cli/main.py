@@ -15,12 +15,14 @@ import typer
 
 from strongroom import __version__, bootstrap
 from strongroom.entrypoints.cli import (
+    accounts,
     audit,
     keys,
     maintenance,
     models,
     principals,
     quickstart,
+    serve,
 )
 from strongroom.entrypoints.cli.output import EXIT_FAILURE, Output
 from strongroom.entrypoints.cli.state import CliState
@@ -74,10 +76,23 @@ def version(ctx: typer.Context) -> None:
 
 
 @app.command()
-def init(ctx: typer.Context) -> None:
-    """Create an embedded instance: data directory, sealed keyring, registry database."""
+def init(
+    ctx: typer.Context,
+    admin_user: Annotated[
+        str, typer.Option(help="Name of the first administrator (user:<name>).")
+    ] = "admin",
+    admin_password_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the administrator's password from this file (else generated)."),
+    ] = None,
+) -> None:
+    """Create an embedded instance: data directory, sealed keyring, databases, audit key,
+    server secret, development TLS certificate and the first administrator (password + TOTP)."""
     state: CliState = ctx.obj
     result = bootstrap.initialise(state.settings)
+    if result.generated_passphrase_file is not None:
+        state.override(keyring_passphrase_file=result.generated_passphrase_file)
+    admin = accounts.create_admin_account(state, admin_user, admin_password_file)
     state.output.emit(
         {
             "home": str(result.home),
@@ -85,6 +100,10 @@ def init(ctx: typer.Context) -> None:
             "generated_passphrase_file": (
                 str(result.generated_passphrase_file) if result.generated_passphrase_file else None
             ),
+            "admin": admin.user_id,
+            "admin_password": admin.generated_password,
+            "admin_totp_secret": admin.totp_secret,
+            "admin_totp_uri": admin.totp_uri,
         },
         f"initialised Strongroom in {result.home}",
     )
@@ -94,10 +113,21 @@ def init(ctx: typer.Context) -> None:
             "in production keep it outside the data directory and point "
             "STRONGROOM_KEYRING_PASSPHRASE_FILE at it"
         )
+    if not state.output.json_mode:
+        _show_admin(state, admin)
+
+
+def _show_admin(state: CliState, admin: accounts.AdminAccount) -> None:
+    out = state.output
+    out.note(f"administrator {admin.user_id} (shown once, keep it safe):")
+    if admin.generated_password is not None:
+        out.note(f"  password:    {admin.generated_password}")
+    out.note(f"  TOTP secret: {admin.totp_secret}")
+    out.note(f"  TOTP URI:    {admin.totp_uri}")
 
 
 app.command(name="quickstart")(quickstart.quickstart)
-# serve.serve is registered here once it exists: app.command(name="serve")(serve.serve)
+app.command(name="serve")(serve.serve)
 
 
 def run() -> None:

@@ -72,6 +72,11 @@ class Output:
         if not self.json_mode:
             self.console.print(text, markup=False)
 
+    def command(self, text: str) -> None:
+        """A line meant to be copied into a shell: never wrapped."""
+        if not self.json_mode:
+            self.console.print(text, markup=False, soft_wrap=True)
+
     def warn(self, text: str) -> None:
         self.errors.print(f"[bold yellow]warning:[/] {escape(text)}", markup=True)
 

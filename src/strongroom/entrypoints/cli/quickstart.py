@@ -1,16 +1,23 @@
-"""``strongroom quickstart``: the whole registry flow on the embedded defaults, in one command.
+"""``strongroom quickstart``: the whole flow on the embedded defaults, in one command.
 
-Initialises an instance (if needed), trains a small synthetic fraud model, converts it to ONNX,
-signs it in the OpenSSF model-signing format, pushes it (encrypted), promotes it, loads it back
-through the verified path, and shows what was stored and what was not (no plaintext on disk).
+Initialises an instance (if needed: keyring, databases, TLS certificate, an administrator with
+password and TOTP), trains a small synthetic fraud model, converts it to ONNX, signs it in the
+OpenSSF model-signing format, pushes it (encrypted), promotes it, loads it back through the
+verified path, and shows what was stored and what was not (no plaintext on disk). Then it makes
+a service principal with the ``predictor`` role and an API key, starts ``strongroom serve``
+(HTTPS), calls it with the unmodified ``tritonclient`` HTTP client, checks the served prediction
+against the in-process model, prints a working ``curl`` line, and keeps serving until Ctrl-C
+(``--no-serve`` stops after the check).
 
 The training data is synthetic and generated locally; nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -21,8 +28,10 @@ from rich.table import Table
 
 from strongroom import bootstrap
 from strongroom.config import CONFIG_FILE_NAME
+from strongroom.core.identity.principal import Role
 from strongroom.core.registry.manifest import ModelCard
 from strongroom.core.registry.model import Stage
+from strongroom.entrypoints.cli import accounts, live_check
 from strongroom.errors import MissingExtraError
 from strongroom.services.publishing import PublishRequest
 from strongroom.services.registry import PublishResult, RegistryService
@@ -32,6 +41,7 @@ if TYPE_CHECKING:
     from strongroom.entrypoints.cli.state import CliState
 
 MODEL_NAME = "fraud"
+QUICKSTART_SERVICE = "svc:quickstart"
 SIGNER_NAME = "quickstart-signer"
 PREDICTION_TOLERANCE = 1e-4
 """float32 ONNX vs float64 scikit-learn probabilities agree to this absolute difference."""
@@ -57,6 +67,9 @@ def _ensure_instance(state: CliState) -> None:
     if not bootstrap.keyring_path(state.settings).exists():
         result = bootstrap.initialise(state.settings)
         state.output.note(f"initialised a new instance in {result.home}")
+        created = True
+    else:
+        created = False
     keys = home / "keys"
     keys.mkdir(mode=0o700, exist_ok=True)
     private, public = keys / f"{SIGNER_NAME}.pem", keys / f"{SIGNER_NAME}.pub.pem"
@@ -80,6 +93,33 @@ def _ensure_instance(state: CliState) -> None:
         ]
         config.write_text("\n".join(lines), encoding="utf-8")
     state.reload()
+    if created:
+        _create_admin(state)
+
+
+def _create_admin(state: CliState) -> None:
+    """The first administrator; a development instance keeps its password in ``secrets/``."""
+    admin = accounts.create_admin_account(state, "admin", None)
+    password_file = state.settings.home / "secrets" / "admin-password"
+    if admin.generated_password is not None:
+        _write_private(password_file, (admin.generated_password + "\n").encode())
+    state.output.note(
+        f"administrator {admin.user_id}: password in {password_file}; "
+        f"TOTP secret {admin.totp_secret} (add it to an authenticator app)"
+    )
+
+
+def _predictor_key(state: CliState) -> str:
+    """A fresh API key for ``svc:quickstart`` (created with the predictor role if missing)."""
+    settings = state.settings
+    identity = bootstrap.build_identity_service(settings, bootstrap.server_keys(settings))
+    if QUICKSTART_SERVICE not in {p.id for p in identity.list_principals()}:
+        with state.audited("principal.create", QUICKSTART_SERVICE, role="predictor"):
+            identity.create_principal(QUICKSTART_SERVICE, roles=(Role.PREDICTOR,))
+    with state.audited("apikey.issue", QUICKSTART_SERVICE) as audit:
+        issued, record = identity.issue_api_key(QUICKSTART_SERVICE)
+        audit["key_id"] = record.key_id
+    return issued.token
 
 
 def _train(rows: int, seed: int) -> tuple[Any, Any, Any, dict[str, float]]:
@@ -166,8 +206,11 @@ def quickstart(
     ctx: typer.Context,
     rows: Annotated[int, typer.Option(min=500, max=200_000, help="Synthetic rows.")] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed for the synthetic data.")] = 7,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Keep serving after the check.")
+    ] = True,
 ) -> None:
-    """Train, convert, sign, encrypt, push, promote and load a synthetic fraud model."""
+    """Train, sign, encrypt, push, promote and load a synthetic fraud model, then serve it."""
     state: CliState = ctx.obj
     out = state.output
     _ensure_instance(state)
@@ -211,11 +254,57 @@ def quickstart(
     served = loaded.predict({"input": sample})["probabilities"][:, 1]
     expected = model.predict_proba(sample)[:, 1]
     agree = bool(abs(served - expected).max() < PREDICTION_TOLERANCE)
-    _show(state, version, served, expected, agree, onnx_bytes)
+    api_key = _predictor_key(state)
+    key_file = work / "api-key"
+    key_file.unlink(missing_ok=True)
+    _write_private(key_file, (api_key + "\n").encode())
+    request_file = work / "request.json"
+    request_file.write_bytes(_request_json(sample[:1]))
+    state.close()  # the server process writes the audit log from now on
+    server = live_check.ServerProcess(home, state.settings.port, _tls_cert(state))
+    with server:
+        over_https = live_check.triton_predict(server, api_key, MODEL_NAME, sample)
+        https_agree = bool(
+            abs(over_https["probabilities"][:, 1] - expected).max() < PREDICTION_TOLERANCE
+        )
+        _show(state, version, served, expected, agree, onnx_bytes, https_agree)
+        out.note(f"\nthe server is running: {server.base_url}  (API key in {key_file})")
+        out.command(live_check.curl_line(server, key_file, request_file, MODEL_NAME))
+        if serve:
+            out.note("serving until Ctrl-C")
+            with contextlib.suppress(KeyboardInterrupt):
+                server.wait()
+
+
+def _tls_cert(state: CliState) -> Path:
+    cert = state.settings.tls_cert_file
+    if cert is None:
+        raise MissingExtraError("a TLS certificate", "quickstart")
+    return cert if cert.is_absolute() else state.settings.home / cert
+
+
+def _request_json(rows: Any) -> bytes:
+    document = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": list(rows.shape),
+                "data": [round(float(v), 6) for v in rows.ravel()],
+            }
+        ]
+    }
+    return (json.dumps(document) + "\n").encode("utf-8")
 
 
 def _show(
-    state: CliState, version: int, served: Any, expected: Any, agree: bool, onnx: bytes
+    state: CliState,
+    version: int,
+    served: Any,
+    expected: Any,
+    agree: bool,
+    onnx: bytes,
+    https_agree: bool,
 ) -> None:
     registry = state.container.registry
     view = registry.show(MODEL_NAME, version)
@@ -239,6 +328,7 @@ def _show(
         ],
         "plaintext_found_in_artifact_store": leaked,
         "predictions_match_in_process_model": agree,
+        "served_over_https_match_in_process_model": https_agree,
         "served_fraud_probability": [round(float(p), 6) for p in served],
         "in_process_fraud_probability": [round(float(p), 6) for p in expected],
     }
@@ -260,6 +350,7 @@ def _show(
         f"served == in-process predictions: {agree} "
         f"(first row {float(served[0]):.6f} vs {float(expected[0]):.6f})"
     )
+    out.note(f"tritonclient over HTTPS with an API key == in-process predictions: {https_agree}")
     home = state.settings.home
     out.note("\nnext:")
     out.note(f"  strongroom --home {home} model list {MODEL_NAME}")

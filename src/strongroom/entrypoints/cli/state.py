@@ -49,6 +49,11 @@ class CliState:
             self._container = bootstrap.build_container(self.settings)
         return self._container
 
+    def override(self, **updates: Any) -> None:
+        """Use these settings values from now on (``init`` after generating a passphrase)."""
+        self.close()
+        self._settings = self.settings.model_copy(update=updates)
+
     def reload(self) -> None:
         """Re-read settings (after the quickstart wrote a configuration file)."""
         self.close()

@@ -323,7 +323,7 @@ def datatype_of(array: np.ndarray[Any, Any]) -> str:
 def _raw(array: np.ndarray[Any, Any], datatype: str) -> bytes:
     if datatype != "BYTES":
         return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
-    parts = []
+    parts: list[bytes] = []
     for element in array.ravel():
         data = element if isinstance(element, bytes) else str(element).encode("utf-8")
         parts.extend((_LENGTH.pack(len(data)), data))

@@ -45,6 +45,7 @@ from strongroom.errors import (
     StorageError,
     StrongroomError,
     TooLargeError,
+    UnsupportedMediaTypeError,
 )
 
 PROBLEM_TYPE: Final = "application/problem+json"
@@ -107,6 +108,7 @@ def too_large(limit: int) -> Problem:
 
 _CLIENT_ERRORS: Final[tuple[tuple[type[StrongroomError], int], ...]] = (
     (TooLargeError, 413),
+    (UnsupportedMediaTypeError, 415),
     (InvalidInputError, 400),
     (NotFoundError, 404),
     (ConflictError, 409),

@@ -1,0 +1,215 @@
+"""The ASGI application: settings -> parts -> routes, behind the ``Guard``.
+
+``create_app()`` is the factory uvicorn calls in each worker process (``--factory``); it reads
+settings from the environment like the CLI does. ``build_app(parts)`` assembles an app from
+already-built ``ServerParts`` (tests build them with fakes).
+
+Start-up (ASGI lifespan), in order: the audit writer starts (it re-verifies the log; a tampered
+log stops the worker here), a ``server.start`` record is written (with ``unsafe_plaintext``
+when set), every production model is loaded, and a task starts that keeps the warm models in
+line with the registry every ``model_refresh_s``. Shutdown stops that task, writes
+``server.stop`` and closes the audit writer (which writes a last checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Router
+
+from strongroom import bootstrap
+from strongroom.adapters.identity.token_issuer import TokenIssuer
+from strongroom.config import Settings, load_settings
+from strongroom.core.audit.record import AuditEvent, AuditRecord, DetailValue, Outcome
+from strongroom.core.policy.conditions import StepUpSettings
+from strongroom.core.types import Clock
+from strongroom.entrypoints.http.access import Access, BearerVerifier
+from strongroom.entrypoints.http.guard import ASGIApp, Guard, GuardSettings, Receive, Scope, Send
+from strongroom.entrypoints.http.routes.inference import InferenceRoutes
+from strongroom.errors import AuditUnavailableError
+from strongroom.services.audit import AuditWriter
+from strongroom.services.identity import IdentityService
+from strongroom.services.inference import ModelHost
+from strongroom.services.lifecycle import LifecycleService
+from strongroom.services.registry import RegistryService
+
+_LOG: Final = logging.getLogger("strongroom.server")
+SERVER_PRINCIPAL: Final = "server"
+
+
+class AuditGate:
+    """The guard's way into the audit log: the running writer, or a refusal (fail closed)."""
+
+    def __init__(self, start: Callable[[], AuditWriter]) -> None:
+        self._start = start
+        self._writer: AuditWriter | None = None
+
+    def open(self) -> AuditWriter:
+        self._writer = self._start()
+        return self._writer
+
+    def healthy(self) -> bool:
+        return self._writer is not None and self._writer.healthy
+
+    def submit(self, event: AuditEvent) -> Future[AuditRecord]:
+        if self._writer is None:
+            future: Future[AuditRecord] = Future()
+            future.set_exception(AuditUnavailableError("the audit writer is not running"))
+            return future
+        return self._writer.submit(event)
+
+    def record(self, event: AuditEvent) -> AuditRecord:
+        if self._writer is None:
+            raise AuditUnavailableError("the audit writer is not running")
+        return self._writer.record(event)
+
+
+@dataclass
+class ServerParts:
+    """Everything the routes need, built once per worker process."""
+
+    settings: Settings
+    clock: Clock
+    registry: RegistryService
+    lifecycle: LifecycleService
+    host: ModelHost
+    identity: IdentityService
+    access: Access
+    audit: AuditGate
+    input_key: bytes
+    token_issuer: TokenIssuer
+    audit_service: Callable[[], Any]
+    """``AuditService`` factory for the auditor's query routes."""
+    on_close: list[Callable[[], None]] = field(default_factory=list)
+    routes: list[BaseRoute] = field(default_factory=list)
+    """Routes beyond the inference protocol (``/v1``), added by ``admin_routes``."""
+
+
+def build_parts(settings: Settings) -> ServerParts:
+    """Build every adapter and service from settings (through ``bootstrap``)."""
+    container = bootstrap.build_container(settings)
+    keys = bootstrap.server_keys(settings)
+    identity = bootstrap.build_identity_service(settings, keys)
+    issuer = bootstrap.build_token_issuer(settings, keys)
+    verifier: BearerVerifier = bootstrap.build_bearer_verifier(settings, issuer)
+    step_up = StepUpSettings(
+        stage_change=timedelta(seconds=settings.mfa_max_age_s),
+        administration=timedelta(seconds=settings.mfa_max_age_s),
+    )
+    access = Access(
+        identity=identity,
+        tokens=verifier,
+        roles_from_token=bootstrap.roles_from_token_issuers(settings, issuer),
+        clock=bootstrap.utc_now,
+        step_up=step_up,
+    )
+    return ServerParts(
+        settings=settings,
+        clock=bootstrap.utc_now,
+        registry=container.registry,
+        lifecycle=container.lifecycle,
+        host=ModelHost(container.registry, bootstrap.utc_now),
+        identity=identity,
+        access=access,
+        audit=AuditGate(container.audit.writer),
+        input_key=keys.audit_input_hmac,
+        token_issuer=issuer,
+        audit_service=container.audit.service,
+        on_close=[container.audit.close],
+    )
+
+
+def create_app() -> ASGIApp:
+    """The uvicorn factory: one app per worker process, from the environment's settings."""
+    settings = load_settings()
+    parts = build_parts(settings)
+    from strongroom.entrypoints.http.admin import admin_routes  # noqa: PLC0415 - optional part
+
+    parts.routes.extend(admin_routes(parts))
+    return build_app(parts)
+
+
+def build_app(parts: ServerParts) -> ASGIApp:
+    settings = parts.settings
+    inference = InferenceRoutes(
+        host=parts.host,
+        access=parts.access,
+        input_key=parts.input_key,
+        max_rows=settings.max_batch_rows,
+        ready=parts.audit.healthy,
+    )
+    router = Router(
+        routes=[*inference.routes(), *parts.routes],
+        default=_not_found,
+        lifespan=_lifespan(parts),
+    )
+    return Guard(
+        router,
+        settings=GuardSettings(
+            max_body_bytes=settings.max_body_bytes,
+            max_upload_bytes=settings.max_upload_bytes,
+            body_timeout_s=settings.body_timeout_s,
+        ),
+        submit=parts.audit.submit,
+        clock=parts.clock,
+    )
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG001
+    raise HTTPException(404)
+
+
+def _server_event(parts: ServerParts, action: str, details: dict[str, DetailValue]) -> AuditEvent:
+    return AuditEvent(
+        time=parts.clock(),
+        principal=SERVER_PRINCIPAL,
+        action=action,
+        resource="server",
+        outcome=Outcome.ALLOWED,
+        request_id=secrets.token_hex(12),
+        details={"pid": os.getpid(), **details},
+    )
+
+
+def _lifespan(parts: ServerParts) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        await asyncio.to_thread(parts.audit.open)
+        settings = parts.settings
+        details: dict[str, DetailValue] = {"tls": not settings.unsafe_plaintext}
+        if settings.unsafe_plaintext:
+            details["unsafe_plaintext"] = True
+        await asyncio.to_thread(parts.audit.record, _server_event(parts, "server.start", details))
+        await asyncio.to_thread(parts.host.refresh)
+        refresher = asyncio.create_task(_keep_models_fresh(parts.host, settings.model_refresh_s))
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            with contextlib.suppress(AuditUnavailableError):
+                await asyncio.to_thread(parts.audit.record, _server_event(parts, "server.stop", {}))
+            for close in parts.on_close:
+                await asyncio.to_thread(close)
+
+    return lifespan
+
+
+async def _keep_models_fresh(host: ModelHost, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)  # a period, not synchronisation
+        try:
+            await asyncio.to_thread(host.refresh)
+        except Exception:  # noqa: BLE001 - keep refreshing; the error is logged
+            _LOG.exception("model refresh failed; serving the models already loaded")

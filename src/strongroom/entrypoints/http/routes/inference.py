@@ -1,0 +1,184 @@
+"""Open Inference Protocol v2 routes: health, server and model metadata, readiness, infer.
+
+``/v2/models/{name}`` without a version serves the production version (kept warm by the
+``ModelHost``); ``/versions/{version}`` serves that exact version. Health endpoints answer
+without credentials (orchestrator probes) and say nothing but live/ready; everything else
+needs a credential and the matching permission (``model.read``, ``model.predict``,
+``server.read``). Authorization happens on the model *name* before the registry is consulted,
+so a caller without rights on a model cannot learn whether it exists.
+
+Small batches run on the event loop: a one-row ONNX call takes tens of microseconds, far less
+than a hop to a worker thread; batches above ``INLINE_ROWS`` rows run in a thread so that one
+big request does not stall every other connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from strongroom import __version__
+from strongroom.core.audit.record import input_hmac
+from strongroom.core.policy.rbac import Action, Resource
+from strongroom.core.registry.formats import ModelFormat
+from strongroom.core.registry.model import check_model_name
+from strongroom.core.registry.runtime import TensorSpec
+from strongroom.entrypoints.http import oip
+from strongroom.entrypoints.http.access import Access
+from strongroom.entrypoints.http.guard import request_log
+from strongroom.errors import InvalidInputError, NotFoundError
+from strongroom.services.inference import ModelHost, ServedModel
+
+INLINE_ROWS: Final = 64
+JSON: Final = "application/json"
+PLATFORMS: Final = {
+    ModelFormat.ONNX: "onnxruntime_onnx",
+    ModelFormat.SKOPS: "sklearn_skops",
+    ModelFormat.XGBOOST_UBJ: "xgboost",
+    ModelFormat.XGBOOST_JSON: "xgboost",
+    ModelFormat.LIGHTGBM_TEXT: "lightgbm",
+}
+SERVER_EXTENSIONS: Final = ("binary_tensor_data", "model_repository")
+
+
+def _json(document: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(document), status_code=status, media_type=JSON)
+
+
+def _tensor(spec: TensorSpec) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+def _version(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 9 or text.startswith("0"):  # noqa: PLR2004
+        raise InvalidInputError("the version must be a positive integer")
+    return int(text)
+
+
+class InferenceRoutes:
+    def __init__(
+        self,
+        *,
+        host: ModelHost,
+        access: Access,
+        input_key: bytes,
+        max_rows: int,
+        ready: Callable[[], bool],
+    ) -> None:
+        self._host = host
+        self._access = access
+        self._input_key = input_key
+        self._max_rows = max_rows
+        self._ready = ready
+
+    def routes(self) -> list[Route]:
+        model = "/v2/models/{name}"
+        version = model + "/versions/{version}"
+        return [
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route(model, self.model_metadata, methods=["GET"]),
+            Route(version, self.model_metadata, methods=["GET"]),
+            Route(model + "/ready", self.model_ready, methods=["GET"]),
+            Route(version + "/ready", self.model_ready, methods=["GET"]),
+            Route(model + "/infer", self.infer, methods=["POST"]),
+            Route(version + "/infer", self.infer, methods=["POST"]),
+        ]
+
+    # --- health and metadata ------------------------------------------------------------------
+
+    async def live(self, request: Request) -> Response:
+        request_log(request.scope).action = "server.health"
+        return _json({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        request_log(request.scope).action = "server.health"
+        ready = self._ready() and self._host.ready()
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def server_metadata(self, request: Request) -> Response:
+        log = request_log(request.scope)
+        log.action, log.resource = Action.SERVER_READ.value, "server"
+        await self._access.require(request, Action.SERVER_READ, Resource.server())
+        return _json(
+            {"name": "strongroom", "version": __version__, "extensions": SERVER_EXTENSIONS}
+        )
+
+    async def model_metadata(self, request: Request) -> Response:
+        served = await self._served(request, Action.MODEL_READ)
+        signature = served.signature
+        return _json(
+            {
+                "name": served.name,
+                "versions": [str(served.version)],
+                "platform": PLATFORMS.get(served.format, served.format.value),
+                "inputs": [_tensor(spec) for spec in signature.inputs],
+                "outputs": [_tensor(spec) for spec in signature.outputs],
+            }
+        )
+
+    async def model_ready(self, request: Request) -> Response:
+        served = await self._served(request, Action.MODEL_READ)
+        return _json({"name": served.name, "version": str(served.version), "ready": True})
+
+    # --- infer --------------------------------------------------------------------------------
+
+    async def infer(self, request: Request) -> Response:
+        served = await self._served(request, Action.MODEL_PREDICT)
+        body = await request.body()
+        request_log(request.scope).input_hmac = input_hmac(self._input_key, body)
+        decoded = oip.decode_infer_request(
+            body,
+            request.headers.get("inference-header-content-length"),
+            served.signature,
+            max_rows=self._max_rows,
+        )
+        if decoded.rows <= INLINE_ROWS:
+            results = served.predict(decoded.inputs)
+        else:
+            results = await asyncio.to_thread(served.predict, decoded.inputs)
+        names = [spec.name for spec in served.signature.outputs]
+        content, header_length = oip.encode_infer_response(
+            served.name, served.version, decoded, results, names
+        )
+        if header_length is None:
+            return Response(content, media_type=JSON)
+        return Response(
+            content,
+            media_type="application/octet-stream",
+            headers={"inference-header-content-length": header_length},
+        )
+
+    # --- shared -------------------------------------------------------------------------------
+
+    async def _served(self, request: Request, action: Action) -> ServedModel:
+        """Authorize ``action`` on the requested model, then find (or load) its version."""
+        log = request_log(request.scope)
+        log.action = action.value
+        name = request.path_params["name"]
+        log.resource = f"model:{name}"[:256]
+        check_model_name(name)
+        await self._access.require(request, action, Resource.model(name))
+        text = request.path_params.get("version")
+        served: ServedModel | None
+        if text is None:
+            served = self._host.production(name)
+            if served is None:
+                served = await asyncio.to_thread(self._host.load_production, name)
+        else:
+            version = _version(text)
+            served = self._host.pinned(name, version)
+            if served is None:
+                served = await asyncio.to_thread(self._host.load_pinned, name, version)
+        if served.name != name:  # defence in depth: the host returned another model
+            raise NotFoundError(f"model {name!r} not found")
+        log.model_version = served.version
+        log.manifest_digest = served.manifest_digest
+        return served
