@@ -255,6 +255,8 @@ class AuditLog:
                         settings.audit_origin,
                         utc_now,
                         verifiers=audit_verifiers(settings),
+                        checkpoint_every=settings.audit_checkpoint_every,
+                        max_unpublished=max(10_000, 10 * settings.audit_checkpoint_every),
                     )
                 except ValueError as exc:
                     raise ConfigurationError(
@@ -514,10 +516,15 @@ def build_bearer_verifier(settings: Settings, issuer: TokenIssuer) -> JwtVerifie
     return JwtVerifier(configs, fetch_jwks=fetch, clock=utc_now)
 
 
-def roles_from_token_issuers(settings: Settings, issuer: TokenIssuer) -> frozenset[str]:
-    """Issuers whose tokens carry roles (the server's own, and those with a ``role_claim``)."""
-    external = {i.issuer for i in settings.oidc_issuers if i.role_claim}
-    return frozenset({issuer.issuer_config().issuer, *external})
+def roles_from_token_issuers(settings: Settings) -> frozenset[str]:
+    """External issuers whose tokens carry roles (``role_claim``). The server's own tokens
+    are not among them: their roles are read from the principal store on every request, so
+    removing a role (or disabling the service) applies to tokens already issued at once."""
+    return frozenset(i.issuer for i in settings.oidc_issuers if i.role_claim)
+
+
+def identity_store_is_remote(settings: Settings) -> bool:
+    return _scheme(settings.metadata_url) != "sqlite"
 
 
 # --- identity and access --------------------------------------------------------------------------

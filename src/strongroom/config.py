@@ -210,6 +210,11 @@ class Settings(BaseSettings):
     oidc_issuers: tuple[IssuerSettings, ...] = ()
     """External OAuth2/OIDC issuers whose access tokens are accepted."""
 
+    audit_checkpoint_every: int = Field(default=1000, ge=10, le=100_000)
+    """Sign and publish a checkpoint after this many records (and at least every minute).
+    Fewer checkpoints mean fewer pauses of the writer; more mean a shorter window of records
+    an insider could drop before the next external checkpoint."""
+
     @model_validator(mode="after")
     def _fill_urls(self) -> Settings:
         home = self.home.expanduser().resolve()

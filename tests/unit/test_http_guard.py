@@ -76,7 +76,12 @@ def _guard(audit: RecordingAudit, **settings: Any) -> Guard:
         ]
     )
     values = {"max_body_bytes": 16, "max_upload_bytes": 64, "body_timeout_s": 5.0} | settings
-    return Guard(router, settings=GuardSettings(**values), submit=audit.submit, clock=lambda: NOW)
+    return Guard(
+        router,
+        settings=GuardSettings(**values),
+        confirm=lambda event: asyncio.wrap_future(audit.submit(event)),
+        clock=lambda: NOW,
+    )
 
 
 class Exchange:
@@ -263,3 +268,49 @@ def test_client_request_id_is_kept_only_when_well_formed() -> None:
     assert audit.events[0].request_id == "abc-123"
     assert audit.events[1].request_id != "bad id\n"
     assert len(audit.events[1].request_id) == 24
+
+
+async def _too_much_detail(request: Request) -> Response:
+    log = request_log(request.scope)
+    log.action = "oauth.token"
+    log.details["scope"] = "x" * 5000  # over the record's text limit
+    return Response(b"minted")
+
+
+def test_malformed_details_still_give_exactly_one_record() -> None:
+    audit = RecordingAudit()
+    router = Router(routes=[Route("/t", _too_much_detail)])
+    guard = Guard(
+        router,
+        settings=GuardSettings(max_body_bytes=16, max_upload_bytes=64, body_timeout_s=5.0),
+        confirm=lambda event: asyncio.wrap_future(audit.submit(event)),
+        clock=lambda: NOW,
+    )
+    (status, headers, body), _ = _run(audit, "GET", "/t", guard=guard)
+    assert (status, body) == (200, b"minted")
+    assert len(audit.events) == 1
+    assert audit.events[0].action == "oauth.token"
+    assert audit.events[0].details["details_dropped"] is True
+    assert headers[b"cache-control"] == b"no-store"
+
+
+def test_unhealthy_audit_refuses_before_the_handler_runs() -> None:
+    audit = RecordingAudit()
+    audit.fail = True
+    ran: list[bool] = []
+
+    async def action(request: Request) -> Response:
+        ran.append(True)
+        return Response(b"done")
+
+    guard = Guard(
+        Router(routes=[Route("/act", action, methods=["POST"])]),
+        settings=GuardSettings(max_body_bytes=16, max_upload_bytes=64, body_timeout_s=5.0),
+        confirm=lambda event: asyncio.wrap_future(audit.submit(event)),
+        clock=lambda: NOW,
+        healthy=lambda: False,
+    )
+    (status, _, body), _ = _run(audit, "POST", "/act", b"", guard=guard)
+    assert status == 503
+    assert ran == []
+    assert orjson.loads(body)["code"] == "audit.unavailable"

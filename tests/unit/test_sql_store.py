@@ -19,7 +19,7 @@ from alembic.migration import MigrationContext
 
 from strongroom.adapters.storage.audit_sql import build_audit_tables
 from strongroom.adapters.storage.engine import PG_CONNECT_TIMEOUT_S
-from strongroom.adapters.storage.schema import build_tables
+from strongroom.adapters.storage.schema import build_identity_tables, build_tables
 from strongroom.adapters.storage.sql import SqlMetadataStore, resolve_url
 from strongroom.core.registry.model import Stage
 from strongroom.errors import (
@@ -33,6 +33,16 @@ from strongroom.testing.contracts.storage import make_record, stage_event
 
 VERSION_TABLE = "strongroom_registry_version"
 AUDIT_TABLES = {"audit_records", "audit_checkpoints", "audit_tree_state"}  # migration 0002
+IDENTITY_TABLES = {  # migration 0003
+    "principals",
+    "api_keys",
+    "password_credentials",
+    "totp_credentials",
+    "login_lockouts",
+    "sessions",
+    "certificate_bindings",
+    "credential_epoch",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -142,8 +152,8 @@ def test_sqlite_connections_are_durable_and_checked(tmp_path: Path) -> None:
 def test_migrate_builds_the_schema_on_a_fresh_database(store: SqlMetadataStore) -> None:
     tables = set(sa.inspect(store._engine).get_table_names())
     registry = {"models", "model_versions", "artifacts", "stage_events", VERSION_TABLE}
-    assert tables == registry | AUDIT_TABLES
-    assert scalar(store, f"SELECT version_num FROM {VERSION_TABLE}") == "0002"
+    assert tables == registry | AUDIT_TABLES | IDENTITY_TABLES
+    assert scalar(store, f"SELECT version_num FROM {VERSION_TABLE}") == "0003"
     store.migrate()
     assert scalar(store, f"SELECT count(*) FROM {VERSION_TABLE}") == 1
 
@@ -156,10 +166,12 @@ def test_table_definitions_match_the_migrations(store: SqlMetadataStore) -> None
             )
             return list(compare_metadata(context, metadata))
 
-    # One migration stream builds the registry and the audit tables (0002_audit.py).
+    # One migration stream builds the registry, audit (0002) and identity (0003) tables.
+    build_identity_tables(store._tables.metadata)
     assert differences(build_audit_tables(store._tables.metadata).metadata) == []
     drifted = build_tables()
     build_audit_tables(drifted.metadata)
+    build_identity_tables(drifted.metadata)
     drifted.artifacts.append_column(sa.Column("extra", sa.Integer()))
     assert differences(drifted.metadata) != []  # the comparison does see drift
 
@@ -176,7 +188,7 @@ def test_postgres_tables_land_in_the_connection_schema(postgres_schema_url: str)
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = :s",
             s=schema,
         )
-        assert count == 5 + len(AUDIT_TABLES)
+        assert count == 5 + len(AUDIT_TABLES) + len(IDENTITY_TABLES)
     finally:
         store.close()
 

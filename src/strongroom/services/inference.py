@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,12 +36,16 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from strongroom.core.registry.formats import ModelFormat
+from strongroom.core.registry.model import Stage
 from strongroom.core.registry.runtime import LoadedModel, ModelSignature
 from strongroom.core.types import Clock
 from strongroom.errors import IntegrityError, NotFoundError, SecurityError, StrongroomError
 from strongroom.services.registry import RegistryService
 
 DEFAULT_PINNED_VERSIONS: Final = 8
+FAILURE_BACKOFF_S: Final = 30.0
+MAX_REMEMBERED_FAILURES: Final = 256
+SERVABLE_STAGES: Final = frozenset({Stage.STAGING, Stage.PRODUCTION})
 _LOG: Final = logging.getLogger("strongroom.inference")
 
 
@@ -90,6 +95,7 @@ class ModelHost:
         self._pinned: OrderedDict[tuple[str, int], ServedModel] = OrderedDict()
         self._problems: dict[str, str] = {}
         self._load_lock = threading.Lock()
+        self._failures: dict[tuple[str, int], tuple[float, StrongroomError]] = {}
         self._refreshed = False
 
     # --- the request path (no I/O) ------------------------------------------------------------
@@ -121,21 +127,31 @@ class ModelHost:
     def load_production(self, name: str) -> ServedModel:
         """Resolve and load ``name``'s production version now (first request for a model this
         process has not loaded yet). ``NotFoundError`` when it has none."""
-        version = self._registry.production_version(name)
-        if version is None:
-            raise NotFoundError(f"model {name!r} has no production version")
-        with self._load_lock:
+        with self._load_lock:  # read under the lock: never install an older version
+            version = self._registry.production_version(name)
+            if version is None:
+                raise NotFoundError(f"model {name!r} has no production version")
             current = self._production.get(name)
             if current is not None and current.version == version:
                 return current
-            served = self._load(name, version)
+            try:
+                served = self._load(name, version)
+            except StrongroomError as exc:
+                self._report_failure(name, version, exc)
+                raise
             self._production[name] = served
             self._problems.pop(name, None)
             return served
 
     def load_pinned(self, name: str, version: int) -> ServedModel:
-        """Load a specific version (``/versions/{v}`` routes), kept in a bounded LRU."""
+        """Load a specific version (``/versions/{v}`` routes), kept in a bounded LRU.
+
+        Only versions in ``staging`` or ``production`` are served by number: a version pushed
+        but never promoted, or archived by a rollback, is not (``NotFoundError``), so the
+        promotion gate cannot be bypassed by naming the version.
+        """
         with self._load_lock:
+            self._check_servable(name, version)
             warm = self.pinned(name, version)
             if warm is not None:
                 self._pinned.pop((name, version), None)
@@ -146,12 +162,16 @@ class ModelHost:
                 self._pinned.popitem(last=False)
             return warm
 
+    def _check_servable(self, name: str, version: int) -> None:
+        if self._registry.stage_of(name, version) not in SERVABLE_STAGES:
+            raise NotFoundError(f"model {name!r} version {version} is not released")
+
     def refresh(self) -> RefreshReport:
         """Bring every model's production version in line with the registry (hot swap)."""
-        wanted = {name: self._registry.production_version(name) for name in self._models()}
         loaded: list[tuple[str, int]] = []
         failed: list[tuple[str, str]] = []
-        with self._load_lock:
+        with self._load_lock:  # reads and installs under one lock: no stale overwrite
+            wanted = {name: self._registry.production_version(name) for name in self._models()}
             for name, version in wanted.items():
                 current = self._production.get(name)
                 if version is None or (current is not None and current.version == version):
@@ -168,6 +188,7 @@ class ModelHost:
             for name in removed:
                 del self._production[name]
                 self._problems.pop(name, None)
+            self._drop_unreleased_pinned()
             self._refreshed = True
         for name, version in loaded:
             _LOG.info("serving %s version %d", name, version)
@@ -175,12 +196,32 @@ class ModelHost:
             _LOG.info("%s has no production version any more: no longer served", name)
         return RefreshReport(tuple(loaded), tuple(removed), tuple(failed))
 
+    def _drop_unreleased_pinned(self) -> None:
+        for name, version in list(self._pinned):
+            try:
+                self._check_servable(name, version)
+            except StrongroomError:
+                del self._pinned[(name, version)]
+
     def _models(self) -> list[str]:
         names = set(self._registry.list_models())
         return sorted(names | set(self._production))
 
     def _load(self, name: str, version: int) -> ServedModel:
-        loaded = self._registry.load_version(name, version)
+        """Load through ``open_verified``. A version that failed recently fails again at once
+        for ``FAILURE_BACKOFF_S`` instead of being decrypted and verified on every request."""
+        key = (name, version)
+        failure = self._failures.get(key)
+        if failure is not None and time.monotonic() - failure[0] < FAILURE_BACKOFF_S:
+            raise failure[1]
+        try:
+            loaded = self._registry.load_version(name, version)
+        except StrongroomError as exc:
+            self._failures[key] = (time.monotonic(), exc)
+            while len(self._failures) > MAX_REMEMBERED_FAILURES:
+                del self._failures[next(iter(self._failures))]
+            raise
+        self._failures.pop(key, None)
         return ServedModel(
             name=loaded.name,
             version=loaded.version,

@@ -345,6 +345,10 @@ class RegistryService:
             model=loaded,
         )
 
+    def stage_of(self, model: str, version: int) -> Stage:
+        """The stage of one version (``NotFoundError`` if it does not exist)."""
+        return self._metadata.get_version(check_model_name(model), version).stage
+
     def production_version(self, model: str) -> int | None:
         """The version in production, or None (also for an unknown model)."""
         return self._metadata.production_version(check_model_name(model))

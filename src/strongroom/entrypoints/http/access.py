@@ -25,16 +25,17 @@ Anything else (other schemes, several credentials in one header, malformed value
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from starlette.requests import Request
 
-from strongroom.core.identity.api_keys import refusal_reason
 from strongroom.core.identity.principal import Principal
 from strongroom.core.identity.tokens import VerifiedToken, rejection_reason
 from strongroom.core.policy.conditions import RequestContext, StepUpSettings, denial_reason
@@ -43,6 +44,7 @@ from strongroom.core.types import Clock
 from strongroom.entrypoints.http.guard import request_log
 from strongroom.errors import AuthenticationError, ForbiddenError
 from strongroom.services.identity import IdentityService
+from strongroom.services.identity import refusal_reason as identity_refusal_reason
 
 API_KEY_PREFIX: Final = "sr_"
 SESSION_PREFIX: Final = "srs_"
@@ -67,8 +69,13 @@ class Access:
         roles_from_token: frozenset[str],
         clock: Clock,
         step_up: StepUpSettings,
+        blocking_store: bool = False,
     ) -> None:
+        """``blocking_store``: credential checks may read a remote database on every request
+        (PostgreSQL: the credential epoch, cache misses), so they run in a worker thread
+        instead of stalling the event loop. The embedded store's checks are memory reads."""
         self._identity = identity
+        self._blocking = blocking_store
         self._tokens = tokens
         self._roles_from_token = roles_from_token
         self._clock = clock
@@ -113,15 +120,15 @@ class Access:
             fingerprint = client_certificate_fingerprint(request)
             if fingerprint is None:
                 raise AuthenticationError
-            return self._identity.authenticate_certificate(fingerprint)
+            return await self._call(self._identity.authenticate_certificate, fingerprint)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token or len(token) > MAX_CREDENTIAL_CHARS:
             raise AuthenticationError
         token = token.strip()
         if token.startswith(SESSION_PREFIX):
-            return self._identity.authenticate_session(token)
+            return await self._call(self._identity.authenticate_session, token)
         if token.startswith(API_KEY_PREFIX):
-            return self._identity.authenticate_api_key(token)
+            return await self._call(self._identity.authenticate_api_key, token)
         if token.count(".") == 2 and self._tokens is not None:  # noqa: PLR2004 - a compact JWS
             return await self._bearer_token(token)
         raise AuthenticationError
@@ -134,16 +141,28 @@ class Access:
         if verified is None:
             verified = await asyncio.to_thread(tokens.verify, token)
         from_token = verified.issuer in self._roles_from_token
-        return self._identity.complete_token_principal(
-            verified.principal, roles_from_token=from_token
+        return await self._call(
+            functools.partial(
+                self._identity.complete_token_principal,
+                verified.principal,
+                roles_from_token=from_token,
+            )
         )
+
+    async def _call(self, check: Callable[..., Principal], *args: Any) -> Principal:
+        if self._blocking:
+            return await asyncio.to_thread(check, *args)
+        return check(*args)
 
 
 def _why(error: AuthenticationError) -> str:
     """The internal reason of a refusal, for the audit record only."""
-    for reason in (refusal_reason(error), rejection_reason(error)):
-        if reason is not None:
-            return str(reason.value)
+    stored = identity_refusal_reason(error)
+    if stored is not None:
+        return stored
+    token = rejection_reason(error)
+    if token is not None:
+        return str(token.value)
     cause = error.__cause__
     return type(cause).__name__.lower() if cause is not None else "unauthenticated"
 
@@ -153,8 +172,14 @@ def client_ip(request: Request) -> IPv4Address | IPv6Address | None:
     client = request.scope.get("client")
     if not client:
         return None
+    return _parse_ip(str(client[0]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
+    """Parsing is ~10 µs; clients repeat, so the (bounded) cache pays on the request path."""
     try:
-        return ip_address(str(client[0]).split("%", 1)[0])
+        return ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
 import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -48,11 +51,20 @@ SERVER_PRINCIPAL: Final = "server"
 
 
 class AuditGate:
-    """The guard's way into the audit log: the running writer, or a refusal (fail closed)."""
+    """The guard's way into the audit log: the running writer, or a refusal (fail closed).
+
+    ``confirm`` hands the event loop an ``asyncio.Future`` per record. The writer thread
+    completes a whole batch at once; instead of one cross-thread wake-up of the event loop per
+    record (``asyncio.wrap_future``: a self-pipe write and read each), completions are queued
+    and the loop is woken once per batch to resolve them all.
+    """
 
     def __init__(self, start: Callable[[], AuditWriter]) -> None:
         self._start = start
         self._writer: AuditWriter | None = None
+        self._lock = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[AuditRecord], Future[AuditRecord]]] = []
+        self._wake_scheduled = False
 
     def open(self) -> AuditWriter:
         self._writer = self._start()
@@ -67,6 +79,43 @@ class AuditGate:
             future.set_exception(AuditUnavailableError("the audit writer is not running"))
             return future
         return self._writer.submit(event)
+
+    def confirm(self, event: AuditEvent) -> asyncio.Future[AuditRecord]:
+        """An awaitable that resolves once ``event`` is durable (on the running loop)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[AuditRecord] = loop.create_future()
+        self.submit(event).add_done_callback(functools.partial(self._done, loop, waiter))
+        return waiter
+
+    def _done(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        waiter: asyncio.Future[AuditRecord],
+        future: Future[AuditRecord],
+    ) -> None:
+        with self._lock:
+            self._ready.append((waiter, future))
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._resolve)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            with self._lock:
+                self._wake_scheduled = False
+
+    def _resolve(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+            self._wake_scheduled = False
+        for waiter, future in ready:
+            if waiter.done():  # the request timed out meanwhile
+                continue
+            error = future.exception()
+            if error is None:
+                waiter.set_result(future.result())
+            else:
+                waiter.set_exception(error)
 
     def record(self, event: AuditEvent) -> AuditRecord:
         if self._writer is None:
@@ -109,9 +158,10 @@ def build_parts(settings: Settings) -> ServerParts:
     access = Access(
         identity=identity,
         tokens=verifier,
-        roles_from_token=bootstrap.roles_from_token_issuers(settings, issuer),
+        roles_from_token=bootstrap.roles_from_token_issuers(settings),
         clock=bootstrap.utc_now,
         step_up=step_up,
+        blocking_store=bootstrap.identity_store_is_remote(settings),
     )
     return ServerParts(
         settings=settings,
@@ -160,7 +210,8 @@ def build_app(parts: ServerParts) -> ASGIApp:
             max_upload_bytes=settings.max_upload_bytes,
             body_timeout_s=settings.body_timeout_s,
         ),
-        submit=parts.audit.submit,
+        confirm=parts.audit.confirm,
+        healthy=parts.audit.healthy,
         clock=parts.clock,
     )
 
@@ -191,6 +242,11 @@ def _lifespan(parts: ServerParts) -> Callable[[Any], contextlib.AbstractAsyncCon
             details["unsafe_plaintext"] = True
         await asyncio.to_thread(parts.audit.record, _server_event(parts, "server.start", details))
         await asyncio.to_thread(parts.host.refresh)
+        # Everything built so far (runtimes, models, SQLAlchemy, the routes) lives as long as
+        # the process: keep it out of the cyclic collector's scans, whose full passes over
+        # that heap otherwise stall every request in flight for tens of milliseconds.
+        gc.collect()
+        gc.freeze()
         refresher = asyncio.create_task(_keep_models_fresh(parts.host, settings.model_refresh_s))
         try:
             yield

@@ -25,12 +25,12 @@ sees the raw ``http.response.start`` it must hold back.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -44,9 +44,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-AuditSubmit = Callable[[AuditEvent], "Future[AuditRecord]"]
+AuditConfirm = Callable[[AuditEvent], "asyncio.Future[AuditRecord]"]
+"""Submits a record and returns an awaitable that resolves once it is durable."""
 
 REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
 LOG_KEY: Final = "strongroom.log"
 _LOG: Final = logging.getLogger("strongroom.http")
 
@@ -109,11 +111,18 @@ class BodyTimeout(Exception):  # noqa: N818 - control flow inside the guard
 
 class Guard:
     def __init__(
-        self, app: ASGIApp, *, settings: GuardSettings, submit: AuditSubmit, clock: Clock
+        self,
+        app: ASGIApp,
+        *,
+        settings: GuardSettings,
+        confirm: AuditConfirm,
+        clock: Clock,
+        healthy: Callable[[], bool] = lambda: True,
     ) -> None:
         self._app = app
         self._settings = settings
-        self._submit = submit
+        self._confirm = confirm
+        self._healthy = healthy
         self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -152,6 +161,12 @@ class _Exchange:
         self.limit = settings.max_upload_bytes if upload else settings.max_body_bytes
 
     async def run(self) -> None:
+        if not self.guard._healthy():  # noqa: SLF001
+            # Fail closed *before* the handler runs, so that no action (a promote, a key
+            # issued) happens while it cannot be recorded. (The record of this refusal fails
+            # too, which the writer counts for its outage record; the client gets 503.)
+            await self.answer(problems.AUDIT_UNAVAILABLE)
+            return
         declared = _content_length(self.scope)
         if declared is not None and declared > self.limit:
             await self.answer(problems.too_large(self.limit))
@@ -240,12 +255,23 @@ class _Exchange:
         return headers
 
     async def record(self, status: int) -> None:
-        event = self.event(status)
         settings = self.guard._settings  # noqa: SLF001
         try:
-            future = self.guard._submit(event)  # noqa: SLF001
+            event = self.event(status)
+        except (ValueError, TypeError):
+            # A handler put something the record format refuses (too long, too many details):
+            # keep the facts that are always well-formed and say what was dropped, rather
+            # than answer without a record.
+            _LOG.error("audit details of %s were malformed; recorded without them", self.log.action)
+            self.log.details = {"details_dropped": True}
+            self.log.action = (
+                self.log.action if _ACTION_RE.fullmatch(self.log.action) else "http.request"
+            )
+            event = self.event(status)
+        try:
+            confirmation = self.guard._confirm(event)  # noqa: SLF001
             async with asyncio.timeout(settings.audit_timeout_s):
-                await asyncio.wrap_future(future)
+                await confirmation
         except TimeoutError:
             _LOG.error("the audit log did not confirm a record in time: answering 503")
             raise AuditUnavailableError("audit confirmation timed out") from None
@@ -291,10 +317,25 @@ def _content_length(scope: Scope) -> int | None:
     return int(value)
 
 
+class RequestIds:
+    """Unique request ids without a system call per request: a random per-process prefix
+    (64 bits, drawn once) and a counter. Ids are for correlation, not secrets."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):08x}"
+
+
+_IDS: Final = RequestIds()
+
+
 def _request_id(scope: Scope) -> str:
     given = _header(scope, b"x-request-id")
     if given is not None:
         text = given.decode("latin-1")
         if REQUEST_ID_RE.fullmatch(text):
             return text
-    return secrets.token_hex(12)
+    return _IDS.next()

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from strongroom.core.audit.record import bounded_text
 from strongroom.core.identity.principal import CredentialKind, PrincipalKind
 from strongroom.entrypoints.http import schemas
 from strongroom.entrypoints.http.app import ServerParts
@@ -134,7 +135,7 @@ class SessionRoutes:
             token = self._issuer.issue(client_id, principal.roles, scopes)
         except InvalidInputError:
             raise InvalidScopeError("scope must be space-separated RFC 6749 scope tokens") from None
-        log.details["scope"] = form.scope
+        log.details["scope"] = bounded_text(form.scope, 256) if form.scope else None
         ttl = int(self._issuer.ttl.total_seconds())
         body = schemas.TokenOut(
             access_token=token,
