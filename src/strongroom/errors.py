@@ -202,6 +202,12 @@ class StorageError(StrongroomError):
     code = "storage.unavailable"
 
 
+class BusyError(StorageError):
+    """Too much of one costly kind of work is already in progress (password checks): retry."""
+
+    code = "server.busy"
+
+
 class AuditUnavailableError(StorageError):
     """The audit log cannot make a record durable now, so the action must not happen (fail closed).
 

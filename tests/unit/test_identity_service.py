@@ -518,3 +518,23 @@ def test_create_admin_gives_a_password_and_a_totp_enrolment(world: World) -> Non
     assert stored.confirmed  # the first login with a code confirmed the enrolment
     with pytest.raises(ConflictError):
         create_admin(service, "user:root", PASSWORD)
+
+
+def test_epoch_cache_entries_expire_even_if_a_bump_was_lost() -> None:
+    from strongroom.testing.fake_identity import InMemoryCredentialEpoch
+
+    now = [0.0]
+    cache: EpochCache[str, str] = EpochCache(
+        InMemoryCredentialEpoch(), max_age_s=60.0, monotonic=lambda: now[0]
+    )
+    loads: list[str] = []
+
+    def load() -> str:
+        loads.append("x")
+        return f"v{len(loads)}"
+
+    assert cache.get("k", load) == "v1"
+    now[0] = 59.0
+    assert cache.get("k", load) == "v1"
+    now[0] = 61.0  # no bump happened, yet the entry is too old to trust
+    assert cache.get("k", load) == "v2"

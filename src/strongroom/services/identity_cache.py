@@ -24,6 +24,7 @@ because random ids would flush the useful entries; only for principals of verifi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Hashable
 from typing import Final, Generic, TypeVar
 
@@ -33,6 +34,8 @@ from strongroom.errors import ConfigurationError
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 DEFAULT_MAX_ENTRIES: Final = 65_536
+DEFAULT_MAX_AGE_S: Final = 60.0
+"""However stable the epoch, nothing is served from a cache older than this."""
 
 
 class EpochCache(Generic[K, V]):
@@ -44,22 +47,29 @@ class EpochCache(Generic[K, V]):
         *,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         cache_misses: bool = False,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(max_entries, int) or max_entries < 1:
             raise ConfigurationError("a credential cache holds at least one entry")
         self._epoch = epoch
         self._max_entries = max_entries
         self._cache_misses = cache_misses
-        self._generation: tuple[int | None, dict[K, V | None]] = (None, {})
+        self._max_age = max_age_s
+        self._monotonic = monotonic
+        self._generation: tuple[int | None, float, dict[K, V | None]] = (None, 0.0, {})
 
     def _entries(self) -> dict[K, V | None]:
-        """The entries valid at the current epoch; an empty dict when it has moved."""
+        """The entries valid at the current epoch; an empty dict when it has moved, or when
+        they are older than ``max_age_s`` (a backstop for a change whose epoch bump was lost:
+        the store committed but the bump failed, or the epoch file was replaced)."""
         current = self._epoch.current()
         generation = self._generation
-        if generation[0] != current:
-            generation = (current, {})
+        now = self._monotonic()
+        if generation[0] != current or now - generation[1] > self._max_age:
+            generation = (current, now, {})
             self._generation = generation
-        return generation[1]
+        return generation[2]
 
     def get(self, key: K, load: Callable[[], V | None]) -> V | None:
         """The cached value for ``key``, else ``load()`` (cached unless a miss is not cached)."""
@@ -82,7 +92,7 @@ class EpochCache(Generic[K, V]):
 
     def clear(self) -> None:
         """Drop every entry now (this process only; ``CredentialEpoch.bump`` reaches all)."""
-        self._generation = (None, {})
+        self._generation = (None, 0.0, {})
 
     def __len__(self) -> int:
-        return len(self._generation[1])
+        return len(self._generation[2])

@@ -32,6 +32,7 @@ from starlette.responses import Response
 from strongroom.errors import (
     AuditUnavailableError,
     AuthenticationError,
+    BusyError,
     ConflictError,
     ForbiddenError,
     IntegrityError,
@@ -151,6 +152,8 @@ def _failed_check(error: SecurityError) -> Problem:
 def _infrastructure(error: StrongroomError) -> Problem:
     if isinstance(error, AuditUnavailableError):
         return AUDIT_UNAVAILABLE
+    if isinstance(error, BusyError):
+        return Problem(503, error.code, "too busy; retry later", (("retry-after", "1"),))
     if isinstance(error, StorageError):
         _LOG.error("storage unavailable: %s", error)
         return Problem(

@@ -40,6 +40,7 @@ from strongroom.entrypoints.http.guard import request_log
 from strongroom.entrypoints.http.routes.caller import require_session, require_standing
 from strongroom.errors import (
     AuthenticationError,
+    BusyError,
     ForbiddenError,
     InvalidInputError,
     InvalidScopeError,
@@ -49,6 +50,8 @@ from strongroom.errors import (
 from strongroom.services.identity import refusal_reason
 
 MAX_FORM_FIELDS: Final = 16
+MAX_CONCURRENT_PASSWORD_CHECKS: Final = 4
+"""Argon2id checks at once per worker (each ~0.1 s of CPU and 64 MiB); more are refused 503."""
 EXCHANGEABLE: Final = frozenset({CredentialKind.API_KEY, CredentialKind.MTLS})
 """Credentials a service may exchange for an access token (never a token itself)."""
 
@@ -58,6 +61,7 @@ class SessionRoutes:
         self._access = parts.access
         self._identity = parts.identity
         self._issuer = parts.token_issuer
+        self._password_checks = asyncio.Semaphore(MAX_CONCURRENT_PASSWORD_CHECKS)
 
     def routes(self) -> list[Route]:
         return [
@@ -74,10 +78,13 @@ class SessionRoutes:
         body = await read_json(request, schemas.LoginRequest)
         user_id = f"user:{body.user}"
         log.principal = user_id
+        if self._password_checks.locked():  # argon2id: ~0.1 s and 64 MiB each; no queueing
+            raise BusyError("too many logins in progress")
         try:
-            token, session, principal = await asyncio.to_thread(
-                self._identity.login, user_id, body.password, body.totp
-            )
+            async with self._password_checks:
+                token, session, principal = await asyncio.to_thread(
+                    self._identity.login, user_id, body.password, body.totp
+                )
         except AuthenticationError as exc:
             log.details["auth"] = refusal_reason(exc) or "unauthenticated"
             raise
