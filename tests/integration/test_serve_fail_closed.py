@@ -88,7 +88,12 @@ class Traffic:
 @pytest.fixture
 def pg_audit(instance: Path, tmp_path: Path, postgres_schema_url: str) -> ServingInstance:
     """A serving instance whose audit log lives in PostgreSQL (so a test can break it)."""
-    env = {"STRONGROOM_AUDIT_URL": postgres_schema_url}
+    # A log of its own: new records, and a second checkpoint directory (init's record and
+    # checkpoint belong to the SQLite log the instance started with).
+    env = {
+        "STRONGROOM_AUDIT_URL": postgres_schema_url,
+        "STRONGROOM_AUDIT_CHECKPOINT_DIR": str(tmp_path / "pg-checkpoints"),
+    }
     cli(instance, "audit", "init", env=env)
     return serving_instance(instance, tmp_path, **env)
 
