@@ -260,7 +260,7 @@ class SqlAuditStore:
             processors = [c.type.bind_processor(conn.dialect) for c in columns]
             placeholders = ", ".join("?" for _ in columns)
             sql = (
-                f"INSERT INTO audit_records ({', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608 - fixed names
+                f"INSERT INTO audit_records ({', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608 - fixed names  # nosec B608
             )
             self._sqlite_insert = (sql, processors)
         sql, processors = self._sqlite_insert

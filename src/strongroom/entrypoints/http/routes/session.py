@@ -146,7 +146,7 @@ class SessionRoutes:
         ttl = int(self._issuer.ttl.total_seconds())
         body = schemas.TokenOut(
             access_token=token,
-            token_type="Bearer",  # noqa: S106 - the RFC 6750 token type, not a secret
+            token_type="Bearer",  # noqa: S106 - the RFC 6750 token type  # nosec B106
             expires_in=ttl,
             scope=form.scope,
         )
