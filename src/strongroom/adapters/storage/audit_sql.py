@@ -259,9 +259,8 @@ class SqlAuditStore:
             columns = [self._tables.records.c[name] for name in _INSERT_COLUMNS]
             processors = [c.type.bind_processor(conn.dialect) for c in columns]
             placeholders = ", ".join("?" for _ in columns)
-            sql = (
-                f"INSERT INTO audit_records ({', '.join(_INSERT_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608 - fixed names  # nosec B608
-            )
+            names = ", ".join(_INSERT_COLUMNS)
+            sql = f"INSERT INTO audit_records ({names}) VALUES ({placeholders})"  # noqa: S608 - fixed names
             self._sqlite_insert = (sql, processors)
         sql, processors = self._sqlite_insert
         converted = [
