@@ -260,7 +260,7 @@ class SqlAuditStore:
             processors = [c.type.bind_processor(conn.dialect) for c in columns]
             placeholders = ", ".join("?" for _ in columns)
             names = ", ".join(_INSERT_COLUMNS)
-            sql = f"INSERT INTO audit_records ({names}) VALUES ({placeholders})"  # noqa: S608 - fixed names
+            sql = f"INSERT INTO audit_records ({names}) VALUES ({placeholders})"  # noqa: S608 - fixed names  # nosec B608
             self._sqlite_insert = (sql, processors)
         sql, processors = self._sqlite_insert
         converted = [
