@@ -33,11 +33,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from strongroom.adapters.storage.audit_sqlite import COLUMNS, SqliteAppender
 from strongroom.adapters.storage.engine import WRITE_OPTION, create_engine
 from strongroom.adapters.storage.schema import UtcDateTime
 from strongroom.adapters.storage.sql import SqlMetadataStore, resolve_url
@@ -128,7 +129,7 @@ def _check_limit(limit: int) -> None:
         raise ValueError(f"limit must be in [1, {MAX_READ_LIMIT}]")
 
 
-_INSERT_COLUMNS: Final = ("seq", "canonical", "leaf_hash", "time", "action", "principal", "outcome")
+_INSERT_COLUMNS: Final = COLUMNS
 
 
 class SqlAuditStore:
@@ -147,10 +148,14 @@ class SqlAuditStore:
             raise ValueError("audit store timeouts are positive")
         self._lock_ms = max(1, round(lock_timeout * 1000))
         self._statement_ms = max(1, round(statement_timeout * 1000))
-        self._sqlite_insert: tuple[str, list[Any]] | None = None
         self._url = url
         self._engine = create_engine(_resolve(url), what="audit store")
         self._tables = build_audit_tables()
+        self._sqlite = (
+            SqliteAppender(self._engine, self._tables.records)
+            if self._engine.dialect.name == "sqlite"
+            else None
+        )
 
     def close(self) -> None:
         """Close pooled connections; the store reconnects if used again."""
@@ -205,6 +210,9 @@ class SqlAuditStore:
         check_batch(records)
         if not records:
             return
+        if self._sqlite is not None:
+            self._sqlite.append(records)
+            return
         with self._transaction(write=True) as conn:
             self._insert(conn, records)
 
@@ -242,32 +250,10 @@ class SqlAuditStore:
             )
             for record in records
         ]
-        if conn.dialect.name == "sqlite":
-            self._insert_sqlite(conn, rows)
-        else:
-            names = _INSERT_COLUMNS
-            conn.execute(
-                self._tables.records.insert(), [dict(zip(names, r, strict=True)) for r in rows]
-            )
-
-    def _insert_sqlite(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        """The request path's hot spot: one prepared statement on the driver's cursor, inside
-        the same ``BEGIN IMMEDIATE`` transaction. Values go through each column type's own bind
-        processor (public SQLAlchemy API), so what is stored is byte for byte what the generic
-        path stores (a test compares the two)."""
-        if self._sqlite_insert is None:
-            columns = [self._tables.records.c[name] for name in _INSERT_COLUMNS]
-            processors = [c.type.bind_processor(conn.dialect) for c in columns]
-            placeholders = ", ".join("?" for _ in columns)
-            names = ", ".join(_INSERT_COLUMNS)
-            sql = f"INSERT INTO audit_records ({names}) VALUES ({placeholders})"  # noqa: S608 - fixed names  # nosec B608
-            self._sqlite_insert = (sql, processors)
-        sql, processors = self._sqlite_insert
-        converted = [
-            tuple(v if f is None else f(v) for f, v in zip(processors, row, strict=True))
-            for row in rows
-        ]
-        conn.exec_driver_sql(sql, converted)
+        conn.execute(
+            self._tables.records.insert(),
+            [dict(zip(_INSERT_COLUMNS, r, strict=True)) for r in rows],
+        )
 
     def read(self, start_seq: int, limit: int) -> list[StoredRecord]:
         _check_limit(limit)
