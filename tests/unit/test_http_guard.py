@@ -174,6 +174,7 @@ def test_response_waits_for_the_audit_confirmation() -> None:
         audit.held = asyncio.Event()
         task = asyncio.create_task(exchange.run("POST", "/echo", b"x"))
         await audit.held.wait()
+        # Not synchronisation: give a guard that wrongly skipped the wait every chance to send.
         for _ in range(20):
             await asyncio.sleep(0)
         assert not any(m["type"] == "http.response.start" for m in exchange.sent)

@@ -38,7 +38,7 @@ from typing import Final, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from strongroom.adapters.storage.audit_sqlite import COLUMNS, SqliteAppender
+from strongroom.adapters.storage.audit_sqlite import COLUMNS, SqliteAppender, record_values
 from strongroom.adapters.storage.engine import WRITE_OPTION, create_engine
 from strongroom.adapters.storage.schema import UtcDateTime
 from strongroom.adapters.storage.sql import SqlMetadataStore, resolve_url
@@ -127,9 +127,6 @@ def _resolve(url: str) -> sa.URL:
 def _check_limit(limit: int) -> None:
     if not 1 <= limit <= MAX_READ_LIMIT:
         raise ValueError(f"limit must be in [1, {MAX_READ_LIMIT}]")
-
-
-_INSERT_COLUMNS: Final = COLUMNS
 
 
 class SqlAuditStore:
@@ -238,21 +235,9 @@ class SqlAuditStore:
         self._lock_appends(conn)
         if self._next_seq(conn) != records[0].seq:
             raise ConflictError(_CONFLICT)
-        rows = [
-            (
-                record.seq,
-                record.canonical,
-                record.leaf_hash(),
-                record.time,
-                record.action,
-                record.principal,
-                str(record.outcome),
-            )
-            for record in records
-        ]
         conn.execute(
             self._tables.records.insert(),
-            [dict(zip(_INSERT_COLUMNS, r, strict=True)) for r in rows],
+            [dict(zip(COLUMNS, record_values(r), strict=True)) for r in records],
         )
 
     def read(self, start_seq: int, limit: int) -> list[StoredRecord]:

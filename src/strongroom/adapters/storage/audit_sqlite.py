@@ -28,6 +28,19 @@ COLUMNS: Final = ("seq", "canonical", "leaf_hash", "time", "action", "principal"
 CONFLICT: Final = "another writer appended to the audit log first"
 
 
+def record_values(record: AuditRecord) -> tuple[Any, ...]:
+    """The stored columns of one record, in ``COLUMNS`` order (both insert paths use this)."""
+    return (
+        record.seq,
+        record.canonical,
+        record.leaf_hash(),
+        record.time,
+        record.action,
+        record.principal,
+        str(record.outcome),
+    )
+
+
 class SqliteAppender:
     def __init__(self, engine: sa.Engine, table: sa.Table) -> None:
         self._engine = engine
@@ -43,19 +56,7 @@ class SqliteAppender:
         return [
             tuple(
                 value if process is None else process(value)
-                for process, value in zip(
-                    processors,
-                    (
-                        record.seq,
-                        record.canonical,
-                        record.leaf_hash(),
-                        record.time,
-                        record.action,
-                        record.principal,
-                        str(record.outcome),
-                    ),
-                    strict=True,
-                )
+                for process, value in zip(processors, record_values(record), strict=True)
             )
             for record in records
         ]

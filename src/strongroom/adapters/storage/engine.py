@@ -9,11 +9,13 @@ of failing at commit). PostgreSQL: pre-ping, and a connect timeout unless the UR
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from strongroom.errors import ConfigurationError
+from strongroom.errors import ConfigurationError, ConflictError, StorageError, StrongroomError
 
 WRITE_OPTION: Final = "strongroom_write"
 """Execution option a store sets on write transactions (``conn.execution_options``)."""
@@ -72,3 +74,26 @@ def create_engine(url: sa.URL, *, what: str) -> sa.Engine:
         return sa.create_engine(url, pool_pre_ping=True, connect_args=timeout)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, TypeError):
         raise ConfigurationError(f"the {what} URL has invalid options") from None
+
+
+@contextmanager
+def transaction(
+    engine: sa.Engine, *, store: str, conflict: str | None = None
+) -> Iterator[sa.Connection]:
+    """One transaction of a SQL store. ``conflict`` marks a write (``BEGIN IMMEDIATE`` on
+    SQLite) and is the ``ConflictError`` message for an integrity violation; any other driver
+    failure is a ``StorageError`` naming ``store``."""
+    try:
+        with engine.connect() as conn:
+            if conflict is not None:
+                conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+    except StrongroomError:
+        raise
+    except sa.exc.IntegrityError as exc:
+        if conflict is None:
+            raise StorageError(f"the {store} refused a read") from exc
+        raise ConflictError(conflict) from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise StorageError(f"the {store} is unavailable or failed") from exc

@@ -19,8 +19,8 @@ Invariants (see ``core.identity.ports``), and how this module keeps them:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Final
 
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from strongroom.adapters.storage import identity_rows as rows
-from strongroom.adapters.storage.engine import WRITE_OPTION, create_engine
+from strongroom.adapters.storage.engine import create_engine, transaction
 from strongroom.adapters.storage.schema import IdentityTables, build_identity_tables
 from strongroom.adapters.storage.sql import SqlMetadataStore, resolve_url
 from strongroom.core.identity.api_keys import StoredApiKey
@@ -45,8 +45,6 @@ from strongroom.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
-    StorageError,
-    StrongroomError,
 )
 
 _CONFLICT: Final = "the identity store changed concurrently, or the record exists"
@@ -72,23 +70,8 @@ class SqlIdentityStore:
         finally:
             migrator.close()
 
-    @contextmanager
-    def _transaction(self, conflict: str | None = None) -> Iterator[sa.Connection]:
-        """One transaction; ``conflict`` marks a write and is the ``ConflictError`` message."""
-        try:
-            with self._engine.connect() as conn:
-                if conflict is not None:
-                    conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
-        except StrongroomError:
-            raise
-        except sa.exc.IntegrityError as exc:
-            if conflict is None:
-                raise StorageError("the identity store refused a read") from exc
-            raise ConflictError(conflict) from exc
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageError("the identity store is unavailable or failed") from exc
+    def _transaction(self, conflict: str | None = None) -> AbstractContextManager[sa.Connection]:
+        return transaction(self._engine, store="identity store", conflict=conflict)
 
     def _require_principal(self, conn: sa.Connection, principal_id: str) -> None:
         p = self._t.principals

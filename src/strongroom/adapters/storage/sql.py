@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -29,10 +29,7 @@ from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql, sqlite
 
-from strongroom.adapters.storage.engine import (
-    WRITE_OPTION,
-    create_engine,
-)
+from strongroom.adapters.storage.engine import create_engine, transaction
 from strongroom.adapters.storage.schema import (
     RegistryTables,
     artifact_record,
@@ -52,7 +49,6 @@ from strongroom.errors import (
     MissingExtraError,
     NotFoundError,
     StorageError,
-    StrongroomError,
 )
 
 _MIGRATIONS = "strongroom.adapters.storage:migrations"
@@ -111,23 +107,8 @@ class SqlMetadataStore:
 
     # --- transactions -------------------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self, *, conflict: str | None = None) -> Iterator[sa.Connection]:
-        """One transaction; ``conflict`` marks a write and is the ``ConflictError`` message."""
-        try:
-            with self._engine.connect() as conn:
-                if conflict is not None:
-                    conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
-        except StrongroomError:
-            raise
-        except sa.exc.IntegrityError as exc:
-            if conflict is None:
-                raise StorageError("the metadata store refused a read") from exc
-            raise ConflictError(conflict) from exc
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageError("the metadata store is unavailable or failed") from exc
+    def _transaction(self, *, conflict: str | None = None) -> AbstractContextManager[sa.Connection]:
+        return transaction(self._engine, store="metadata store", conflict=conflict)
 
     def migrate(self) -> None:
         config = Config()

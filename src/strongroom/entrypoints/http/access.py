@@ -30,7 +30,6 @@ import hashlib
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final, Protocol
 
@@ -197,8 +196,3 @@ def client_certificate_fingerprint(request: Request) -> str | None:
     except ValueError:
         return None
     return hashlib.sha256(der).hexdigest()
-
-
-def with_mfa_now(principal: Principal, clock: Clock) -> Principal:
-    """``principal`` as if MFA had just been completed (after a step-up in this request)."""
-    return replace(principal, mfa_at=clock())

@@ -25,13 +25,12 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Router
 
 from strongroom import bootstrap
-from strongroom.adapters.identity.token_issuer import TokenIssuer
 from strongroom.config import Settings, load_settings
 from strongroom.core.audit.record import AuditEvent, AuditRecord, DetailValue, Outcome
 from strongroom.core.policy.conditions import StepUpSettings
@@ -45,6 +44,9 @@ from strongroom.services.identity import IdentityService
 from strongroom.services.inference import ModelHost
 from strongroom.services.lifecycle import LifecycleService
 from strongroom.services.registry import RegistryService
+
+if TYPE_CHECKING:  # built by bootstrap; the HTTP layer only calls it
+    from strongroom.adapters.identity.token_issuer import TokenIssuer
 
 _LOG: Final = logging.getLogger("strongroom.server")
 SERVER_PRINCIPAL: Final = "server"
