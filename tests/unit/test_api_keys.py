@@ -435,3 +435,14 @@ def test_rotation_before_creation_is_refused(pepper: bytes) -> None:
     _, old = issue(pepper)
     with pytest.raises(InvalidInputError):
         rotate_api_key(old, random_bytes=os.urandom, pepper=pepper, now=NOW - timedelta(seconds=1))
+
+
+_B64URL = string.ascii_letters + string.digits + "-_"
+
+
+@given(text=st.text(alphabet=_B64URL, min_size=43, max_size=43))
+def test_secret_pattern_is_exactly_the_canonical_base64url_of_32_bytes(text: str) -> None:
+    """The pattern ``parse_api_key`` relies on agrees with a decode/encode round trip."""
+    raw = base64.urlsafe_b64decode(text + "=")
+    canonical = len(raw) == 32 and base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == text
+    assert (api_keys.SECRET_RE.fullmatch(text) is not None) == canonical

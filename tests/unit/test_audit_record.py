@@ -10,6 +10,7 @@ explains. Run this file with ``--write`` to create missing golden files (never o
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -31,6 +32,7 @@ from strongroom.core.audit.record import (
     Outcome,
     bounded_text,
     format_time,
+    input_hasher,
     input_hmac,
     leaf_hash,
     parse_time,
@@ -425,3 +427,9 @@ def write_missing() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         write_missing()
+
+
+@given(key=st.binary(min_size=32, max_size=64), data=st.binary(max_size=2048))
+def test_input_hasher_is_hmac_sha256(key: bytes, data: bytes) -> None:
+    expected = hmac.new(key, data, hashlib.sha256).hexdigest()
+    assert input_hasher(key)(data) == expected == input_hmac(key, data)

@@ -315,3 +315,63 @@ def test_unhealthy_audit_refuses_before_the_handler_runs() -> None:
     assert status == 503
     assert ran == []
     assert orjson.loads(body)["code"] == "audit.unavailable"
+
+
+def test_client_that_disconnects_mid_body_is_recorded() -> None:
+    audit = RecordingAudit()
+    guard = _guard(audit)
+
+    async def gone() -> tuple[int, list[dict[str, Any]]]:
+        sent: list[dict[str, Any]] = []
+        messages = [
+            {"type": "http.request", "body": b"ab", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/echo",
+            "headers": [],
+            "client": ("127.0.0.1", 5000),
+            "scheme": "http",
+        }
+        await guard(scope, receive, send)
+        return sent[0]["status"], sent
+
+    status, _ = asyncio.run(gone())
+    assert status == 400
+    assert [e.reason for e in audit.events] == ["http.client_gone"]
+
+
+async def _slow_between_reads(request: Request) -> Response:
+    """Reads one chunk, then works past the body deadline before reading the rest."""
+    stream = request.stream()
+    await stream.__anext__()
+    loop = asyncio.get_running_loop()
+    expired = loop.create_future()
+    loop.call_later(0.1, expired.set_result, None)
+    await expired  # the deadline (0.05 s) passes while no receive is pending
+    async for _ in stream:
+        pass
+    return Response(b"never")
+
+
+def test_body_deadline_that_passes_between_reads_fails_the_next_read() -> None:
+    audit = RecordingAudit()
+    guard = Guard(
+        Router(routes=[Route("/slow", _slow_between_reads, methods=["POST"])]),
+        settings=GuardSettings(max_body_bytes=16, max_upload_bytes=64, body_timeout_s=0.05),
+        confirm=lambda event: asyncio.wrap_future(audit.submit(event)),
+        clock=lambda: NOW,
+    )
+    (status, _, body), _ = _run(audit, "POST", "/slow", [b"a", b"b"], headers=[], guard=guard)
+    assert status == 408
+    assert orjson.loads(body)["code"] == "http.timeout"
+    assert len(audit.events) == 1

@@ -16,6 +16,7 @@ from strongroom.core.registry.runtime import ModelSignature, TensorSpec
 from strongroom.entrypoints.http import oip
 from strongroom.errors import InvalidInputError
 
+FP32_MAX = float(np.finfo(np.float32).max)
 SIG = ModelSignature(
     inputs=(TensorSpec("x", "FP32", (-1, 3)),),
     outputs=(TensorSpec("label", "INT64", (-1,)), TensorSpec("p", "FP32", (-1, 2))),
@@ -61,6 +62,8 @@ def test_flat_and_nested_data_decode_to_the_same_array() -> None:
         (_body([_x([1, "2", 3])]), "must be numbers"),
         (_body([_x([1, None, 3])]), "must be numbers"),
         (_body([_x([1, 1e39, 3])]), "out of range"),
+        (_body([_x([1, float(np.nextafter(FP32_MAX, np.inf)), 3])]), "out of range"),
+        (_body([_x([1, -float(np.nextafter(FP32_MAX, np.inf)), 3])]), "out of range"),
         (_body([_x([0.0] * 15, [5, 3])]), "1 to 4 rows"),
         (_body([_x([], [0, 3])]), "1 to 4 rows"),
         (_body([_x([1, 2, 3]), _x([1, 2, 3])]), "takes 1 input"),
@@ -244,3 +247,10 @@ def test_any_finite_batch_round_trips(values: list[float]) -> None:
     np.testing.assert_array_equal(
         decoded.inputs["x"], np.array(values, dtype=np.float32).reshape(rows, 3)
     )
+
+
+def test_fp32_accepts_its_largest_magnitude_exactly() -> None:
+    body = _body([_x([FP32_MAX, -FP32_MAX, 0])])
+    decoded = _decode(body)
+    assert decoded.inputs["x"].dtype == np.float32
+    assert decoded.inputs["x"].tolist() == [[FP32_MAX, -FP32_MAX, 0.0]]

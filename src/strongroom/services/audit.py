@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, NamedTuple, Self
+from typing import Final, NamedTuple, Protocol, Self
 
 from strongroom.core.audit.checkpoint import sign_checkpoint
 from strongroom.core.audit.merkle import TreeBuilder
@@ -89,9 +89,23 @@ _LOGGER: Final = "strongroom.audit"
 # --- the writer ---------------------------------------------------------------------------------
 
 
+class Completion(Protocol):
+    """Told the fate of one queued event, once, by the writer: its durable record, or the
+    ``AuditUnavailableError`` that fails it. ``concurrent.futures.Future`` is one (``submit``);
+    the HTTP server passes its own, which resolves asyncio futures in batches (``enqueue``).
+    ``set_result`` and ``set_exception`` are called on the writer's thread, or on the caller's
+    when the event is refused at once; ``done`` tells whether either was called."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: AuditRecord, /) -> None: ...
+
+    def set_exception(self, exception: BaseException | None, /) -> None: ...
+
+
 class _Item(NamedTuple):
     event: AuditEvent
-    future: Future[AuditRecord]
+    future: Completion
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +114,7 @@ class _Outage:
     since: datetime
 
 
-def _fail(futures: Iterable[Future[AuditRecord]], message: str) -> None:
+def _fail(futures: Iterable[Completion], message: str) -> None:
     for future in futures:
         if not future.done():
             future.set_exception(AuditUnavailableError(message))
@@ -253,10 +267,15 @@ class AuditWriter:
     def submit(self, event: AuditEvent) -> Future[AuditRecord]:
         """Queue ``event``; the future resolves to its record once durable, or fails with
         ``AuditUnavailableError``. It cannot be cancelled (``asyncio.wrap_future`` works)."""
-        if not isinstance(event, AuditEvent):
-            raise TypeError("the audit writer takes AuditEvent objects")
         future: Future[AuditRecord] = Future()
         future.set_running_or_notify_cancel()  # running: cancel() now always returns False
+        self.enqueue(event, future)
+        return future
+
+    def enqueue(self, event: AuditEvent, completion: Completion) -> None:
+        """``submit`` with the caller's own ``Completion`` (never blocks)."""
+        if not isinstance(event, AuditEvent):
+            raise TypeError("the audit writer takes AuditEvent objects")
         with self._cond:
             if self._state != "running":
                 reason = "the audit writer is not running"
@@ -266,12 +285,11 @@ class AuditWriter:
             elif len(self._queue) >= self._max_pending:
                 reason = "the audit log is overloaded"
             else:
-                self._queue.append(_Item(event, future))
+                self._queue.append(_Item(event, completion))
                 if len(self._queue) in {1, self._linger_target}:  # wake an idle or lingering writer
                     self._cond.notify_all()
-                return future
-        _fail([future], reason)
-        return future
+                return
+        _fail([completion], reason)
 
     def record(self, event: AuditEvent, timeout: float = DEFAULT_TIMEOUT_S) -> AuditRecord:
         """``event`` made durable as the next record; ``AuditUnavailableError`` otherwise."""

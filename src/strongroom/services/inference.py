@@ -30,7 +30,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
@@ -59,6 +59,12 @@ class ServedModel:
     format: ModelFormat
     model: LoadedModel
     loaded_at: datetime
+    output_names: tuple[str, ...] = field(init=False)
+    """The signature's output names, in order (computed once: read on every request)."""
+
+    def __post_init__(self) -> None:
+        names = tuple(spec.name for spec in self.model.signature.outputs)
+        object.__setattr__(self, "output_names", names)
 
     @property
     def signature(self) -> ModelSignature:

@@ -237,6 +237,11 @@ class OnnxModel:
     def __init__(self, session: Any, signature: ModelSignature) -> None:
         self._session = session
         self._signature = signature
+        self._input_names = frozenset(spec.name for spec in signature.inputs)
+        self._feeds = tuple(
+            (spec.name, _DATATYPE_TO_NUMPY.get(spec.datatype)) for spec in signature.inputs
+        )
+        self._output_names = [spec.name for spec in signature.outputs]
 
     @property
     def signature(self) -> ModelSignature:
@@ -244,16 +249,11 @@ class OnnxModel:
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Cast each input to its declared type, run the session, name the outputs."""
-        expected = {spec.name: spec for spec in self._signature.inputs}
-        if set(inputs) != set(expected):
-            raise InvalidInputError(f"the model expects inputs {sorted(expected)}")
+        if inputs.keys() != self._input_names:
+            raise InvalidInputError(f"the model expects inputs {sorted(self._input_names)}")
         try:
-            feed = {
-                name: np.asarray(inputs[name], dtype=_DATATYPE_TO_NUMPY.get(spec.datatype))
-                for name, spec in expected.items()
-            }
-            results = self._session.run(None, feed)
+            feed = {name: np.asarray(inputs[name], dtype=dtype) for name, dtype in self._feeds}
+            results = self._session.run(self._output_names, feed)
         except _ORT_ERRORS as exc:
             raise InvalidInputError("the input does not fit the model's inputs") from exc
-        names = [spec.name for spec in self._signature.outputs]
-        return dict(zip(names, results, strict=True))
+        return dict(zip(self._output_names, results, strict=True))

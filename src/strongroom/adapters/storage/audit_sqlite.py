@@ -45,21 +45,24 @@ class SqliteAppender:
     def __init__(self, engine: sa.Engine, table: sa.Table) -> None:
         self._engine = engine
         processors = [table.c[name].type.bind_processor(engine.dialect) for name in COLUMNS]
-        self._processors: list[Any] = processors
+        self._processors: list[tuple[int, Any]] = [
+            (index, process) for index, process in enumerate(processors) if process is not None
+        ]
         names = ", ".join(COLUMNS)
         placeholders = ", ".join("?" for _ in COLUMNS)
         self._insert = f"INSERT INTO {table.name} ({names}) VALUES ({placeholders})"  # noqa: S608 - fixed names  # nosec B608
         self._highest = f"SELECT max(seq) FROM {table.name}"  # noqa: S608 - fixed names  # nosec B608
 
     def rows(self, records: Sequence[AuditRecord]) -> list[tuple[Any, ...]]:
-        processors = self._processors
-        return [
-            tuple(
-                value if process is None else process(value)
-                for process, value in zip(processors, record_values(record), strict=True)
-            )
-            for record in records
-        ]
+        if not self._processors:
+            return [record_values(record) for record in records]
+        rows = []
+        for record in records:
+            values = list(record_values(record))
+            for index, process in self._processors:
+                values[index] = process(values[index])
+            rows.append(tuple(values))
+        return rows
 
     def append(self, records: Sequence[AuditRecord]) -> None:
         rows = self.rows(records)

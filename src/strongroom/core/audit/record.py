@@ -12,8 +12,9 @@ Invariants:
 * Canonical bytes are RFC 8785 (JCS) JSON of an object with *every* field present (``null`` when
   absent) and ``"v": 1``. The domain is kept small on purpose (ASCII keys, strings of Unicode
   scalar values, integers within +-(2**53 - 1), booleans, null, one flat ``details`` object), so
-  that the standard library's sorted, compact ``json.dumps`` *is* RFC 8785 on it: four times
-  faster than the ``rfc8785`` package on the request path, and checked against it by the tests.
+  that orjson's sorted, compact output *is* RFC 8785 on it (as is the standard library's
+  sorted, compact ``json.dumps``, several times slower): both are checked against the
+  ``rfc8785`` package and against each other by the tests.
 * ``AuditRecord.from_canonical`` accepts exactly the bytes ``canonical`` produces and nothing
   else: not valid UTF-8, non-canonical spacing, key order or escaping, unknown or missing fields,
   wrong types, out-of-range values or oversize input all raise ``IntegrityError``. A stored record
@@ -22,16 +23,17 @@ Invariants:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
+
+import orjson
 
 from strongroom.core.audit.merkle import hash_leaf
 from strongroom.errors import IntegrityError
@@ -89,9 +91,22 @@ def input_hmac(key: bytes, data: bytes) -> str:
     Keyed, so that someone who reads the log cannot confirm a guessed input (a card number, a
     customer's features) by hashing it; equal inputs still give equal values, for forensics.
     """
+    return input_hasher(key)(data)
+
+
+def input_hasher(key: bytes) -> Callable[[bytes], str]:
+    """``input_hmac`` with ``key`` bound: the key schedule is done once, here, and each call
+    copies the keyed state (what the request path uses)."""
     if len(key) < MIN_HMAC_KEY_BYTES:
         raise ValueError("the input HMAC key must be at least 32 bytes")
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    keyed = hmac.new(key, digestmod="sha256")
+
+    def digest(data: bytes) -> str:
+        mac = keyed.copy()
+        mac.update(data)
+        return mac.hexdigest()
+
+    return digest
 
 
 def bounded_text(value: str, max_chars: int = MAX_TEXT_CHARS) -> str:
@@ -116,6 +131,8 @@ def _text(name: str, value: object, *, optional: bool, max_chars: int = MAX_TEXT
         return
     if type(value) is not str or not value or len(value) > max_chars:
         raise ValueError(f"{name} must be a non-empty string of at most {max_chars} characters")
+    if value.isascii():  # O(1) in CPython; only non-ASCII text can hold a lone surrogate
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -148,13 +165,14 @@ def _detail_value(value: object) -> None:
     if type(value) is str:
         if len(value) > MAX_TEXT_CHARS:
             raise ValueError("detail strings are at most 1024 characters")
-        value.encode("utf-8")  # lone surrogates: UnicodeEncodeError, a ValueError
+        if not value.isascii():
+            value.encode("utf-8")  # lone surrogates: UnicodeEncodeError, a ValueError
         return
     raise TypeError("detail values are str, int, bool or None")
 
 
 def _details(value: object) -> Mapping[str, DetailValue]:
-    if not isinstance(value, Mapping) or len(value) > MAX_DETAILS:
+    if not (type(value) is dict or isinstance(value, Mapping)) or len(value) > MAX_DETAILS:
         raise ValueError(f"details must be a mapping of at most {MAX_DETAILS} entries")
     for key, item in value.items():
         if type(key) is not str or not _DETAIL_KEY.fullmatch(key):
@@ -164,12 +182,12 @@ def _details(value: object) -> Mapping[str, DetailValue]:
 
 
 def format_time(moment: datetime) -> str:
-    """RFC 3339 UTC with exactly six fractional digits and ``Z``: one spelling per instant."""
-    t = moment.astimezone(UTC)
-    return (
-        f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
-        f".{t.microsecond:06d}Z"
-    )
+    """RFC 3339 UTC with exactly six fractional digits and ``Z``: one spelling per instant.
+
+    (``isoformat`` of a UTC datetime is ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, four-digit year
+    included, so replacing the offset gives exactly that spelling.)"""
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return text[:-6] + "Z"
 
 
 def parse_time(text: str) -> datetime:
@@ -181,15 +199,9 @@ def parse_time(text: str) -> datetime:
     return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
 
 
-_ENCODER: Final = json.JSONEncoder(
-    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-)
-"""Stateless; built once because ``json.dumps`` with options builds a new one per call."""
-
-
 def _canonical_json(obj: Mapping[str, Any]) -> bytes:
     """RFC 8785 on this module's domain (see the module docstring for why this is exact)."""
-    return _ENCODER.encode(obj).encode("utf-8")
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
 # --- the record -----------------------------------------------------------------------------------

@@ -33,14 +33,12 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final, Protocol
 
-from starlette.requests import Request
-
 from strongroom.core.identity.principal import Principal
 from strongroom.core.identity.tokens import VerifiedToken, rejection_reason
 from strongroom.core.policy.conditions import RequestContext, StepUpSettings, denial_reason
 from strongroom.core.policy.rbac import Action, Decision, Resource, authorize
 from strongroom.core.types import Clock
-from strongroom.entrypoints.http.guard import request_log
+from strongroom.entrypoints.http.guard import Scope, header, request_log
 from strongroom.errors import AuthenticationError, ForbiddenError
 from strongroom.services.identity import IdentityService
 from strongroom.services.identity import refusal_reason as identity_refusal_reason
@@ -57,6 +55,23 @@ class BearerVerifier(Protocol):
     def cached(self, token: str) -> VerifiedToken | None: ...
 
     def verify(self, token: str) -> VerifiedToken: ...
+
+
+class Request(Protocol):
+    """What access checks read of a request: its ASGI scope (a Starlette ``Request`` is one;
+    the raw inference endpoint passes a ``ScopeView``)."""
+
+    @property
+    def scope(self) -> Scope: ...
+
+
+class ScopeView:
+    """A bare ASGI scope as a ``Request`` for access checks, without Starlette's wrapper."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
 
 
 class Access:
@@ -114,13 +129,13 @@ class Access:
         return principal
 
     async def _authenticate(self, request: Request) -> Principal:
-        header = request.headers.get("authorization")
-        if header is None:
+        raw = header(request.scope, b"authorization")
+        if raw is None:
             fingerprint = client_certificate_fingerprint(request)
             if fingerprint is None:
                 raise AuthenticationError
             return await self._call(self._identity.authenticate_certificate, fingerprint)
-        scheme, _, token = header.partition(" ")
+        scheme, _, token = raw.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token or len(token) > MAX_CREDENTIAL_CHARS:
             raise AuthenticationError
         token = token.strip()

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import os
 import secrets
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -55,18 +55,22 @@ SERVER_PRINCIPAL: Final = "server"
 class AuditGate:
     """The guard's way into the audit log: the running writer, or a refusal (fail closed).
 
-    ``confirm`` hands the event loop an ``asyncio.Future`` per record. The writer thread
-    completes a whole batch at once; instead of one cross-thread wake-up of the event loop per
-    record (``asyncio.wrap_future``: a self-pipe write and read each), completions are queued
-    and the loop is woken once per batch to resolve them all.
+    ``confirm`` hands the event loop an ``asyncio.Future`` per record, without a
+    ``concurrent.futures.Future`` in between: the writer thread reports each record to a
+    ``_Completion``, which queues it for its loop, and the loop is woken once per batch (one
+    ``call_soon_threadsafe``) to resolve them all. Deadlines are enforced here too, for every
+    waiter at once: a sweep every ``SWEEP_S`` fails those unconfirmed after ``timeout_s`` with
+    ``AuditUnavailableError``, instead of a timer per request.
     """
 
-    def __init__(self, start: Callable[[], AuditWriter]) -> None:
+    def __init__(self, start: Callable[[], AuditWriter], *, timeout_s: float = 5.0) -> None:
+        if timeout_s <= 0:
+            raise ValueError("the audit confirmation timeout is positive")
         self._start = start
+        self._timeout = timeout_s
         self._writer: AuditWriter | None = None
-        self._lock = threading.Lock()
-        self._ready: list[tuple[asyncio.Future[AuditRecord], Future[AuditRecord]]] = []
-        self._wake_scheduled = False
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopWaiters] = {}
+        self._loops_lock = threading.Lock()
 
     def open(self) -> AuditWriter:
         self._writer = self._start()
@@ -83,46 +87,121 @@ class AuditGate:
         return self._writer.submit(event)
 
     def confirm(self, event: AuditEvent) -> asyncio.Future[AuditRecord]:
-        """An awaitable that resolves once ``event`` is durable (on the running loop)."""
+        """A future on the running loop: ``event``'s record once durable, else
+        ``AuditUnavailableError`` (refused, failed, or not confirmed within ``timeout_s``)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[AuditRecord] = loop.create_future()
-        self.submit(event).add_done_callback(functools.partial(self._done, loop, waiter))
+        writer = self._writer
+        if writer is None:
+            waiter.set_exception(AuditUnavailableError("the audit writer is not running"))
+            return waiter
+        waiters = self._loops.get(loop)
+        if waiters is None:
+            waiters = self._waiters_of(loop)
+        waiters.watch(waiter, loop.time() + self._timeout)
+        writer.enqueue(event, _Completion(waiters, waiter))
         return waiter
 
-    def _done(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        waiter: asyncio.Future[AuditRecord],
-        future: Future[AuditRecord],
-    ) -> None:
-        with self._lock:
-            self._ready.append((waiter, future))
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        try:
-            loop.call_soon_threadsafe(self._resolve)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            with self._lock:
-                self._wake_scheduled = False
-
-    def _resolve(self) -> None:
-        with self._lock:
-            ready, self._ready = self._ready, []
-            self._wake_scheduled = False
-        for waiter, future in ready:
-            if waiter.done():  # the request timed out meanwhile
-                continue
-            error = future.exception()
-            if error is None:
-                waiter.set_result(future.result())
-            else:
-                waiter.set_exception(error)
+    def _waiters_of(self, loop: asyncio.AbstractEventLoop) -> _LoopWaiters:
+        with self._loops_lock:
+            for other in [other for other in self._loops if other.is_closed()]:
+                del self._loops[other]
+            return self._loops.setdefault(loop, _LoopWaiters(loop))
 
     def record(self, event: AuditEvent) -> AuditRecord:
         if self._writer is None:
             raise AuditUnavailableError("the audit writer is not running")
         return self._writer.record(event)
+
+
+SWEEP_S: Final = 0.5
+"""How often unconfirmed audit records are checked against their deadline."""
+_TIMED_OUT: Final = "the audit log did not confirm a record in time"
+
+
+class _LoopWaiters:
+    """The waiters of one event loop: results the writer reported, and deadlines."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[AuditRecord], Any, bool]] = []
+        self._wake_scheduled = False
+        self._deadlines: deque[tuple[float, asyncio.Future[AuditRecord]]] = deque()
+        self._sweep: asyncio.TimerHandle | None = None
+
+    # On the loop's thread.
+
+    def watch(self, waiter: asyncio.Future[AuditRecord], deadline: float) -> None:
+        self._deadlines.append((deadline, waiter))
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(SWEEP_S, self._expire)
+
+    def _expire(self) -> None:
+        self._sweep = None
+        now, deadlines, expired = self._loop.time(), self._deadlines, 0
+        while deadlines:
+            deadline, waiter = deadlines[0]
+            if not waiter.done():
+                if deadline > now:
+                    break
+                waiter.set_exception(AuditUnavailableError(_TIMED_OUT))
+                expired += 1
+            deadlines.popleft()
+        if expired:
+            _LOG.error("%s: answered 503 to %d request(s)", _TIMED_OUT, expired)
+        if deadlines:
+            self._sweep = self._loop.call_later(SWEEP_S, self._expire)
+
+    def _resolve(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+            self._wake_scheduled = False
+        for waiter, outcome, ok in ready:
+            if waiter.done():  # timed out meanwhile
+                continue
+            if ok:
+                waiter.set_result(outcome)
+            else:
+                waiter.set_exception(outcome)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():
+            deadlines.popleft()
+
+    # On the writer's thread (or the caller's, for an event refused at once).
+
+    def report(self, waiter: asyncio.Future[AuditRecord], outcome: Any, *, ok: bool) -> None:
+        with self._lock:
+            self._ready.append((waiter, outcome, ok))
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._resolve)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            with self._lock:
+                self._wake_scheduled = False
+
+
+class _Completion:
+    """One queued record's ``services.audit.Completion``, reported to its loop's waiters."""
+
+    __slots__ = ("_done", "_waiter", "_waiters")
+
+    def __init__(self, waiters: _LoopWaiters, waiter: asyncio.Future[AuditRecord]) -> None:
+        self._waiters, self._waiter, self._done = waiters, waiter, False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: AuditRecord, /) -> None:
+        self._done = True
+        self._waiters.report(self._waiter, result, ok=True)
+
+    def set_exception(self, exception: BaseException | None, /) -> None:
+        self._done = True
+        error = exception or AuditUnavailableError("the audit log is unavailable")
+        self._waiters.report(self._waiter, error, ok=False)
 
 
 @dataclass

@@ -45,7 +45,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 AuditConfirm = Callable[[AuditEvent], "asyncio.Future[AuditRecord]"]
-"""Submits a record and returns an awaitable that resolves once it is durable."""
+"""Submits a record and returns a future that resolves once it is durable, and fails with
+``AuditUnavailableError`` if it cannot be made durable or is not confirmed in time."""
 
 REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
@@ -97,7 +98,6 @@ class GuardSettings:
     max_body_bytes: int
     max_upload_bytes: int
     body_timeout_s: float
-    audit_timeout_s: float = 5.0
     upload_paths: re.Pattern[str] = re.compile(r"^/v1/models/[^/]+/versions$")
 
 
@@ -107,6 +107,10 @@ class BodyTooLarge(Exception):  # noqa: N818 - control flow inside the guard
 
 class BodyTimeout(Exception):  # noqa: N818 - control flow inside the guard
     pass
+
+
+class ClientGone(Exception):  # noqa: N818 - control flow inside the guard
+    """The client disconnected before its body was complete."""
 
 
 class Guard:
@@ -146,6 +150,9 @@ class _Exchange:
         self.swallow = False
         self.received = 0
         self.deadline = time.monotonic() + guard._settings.body_timeout_s  # noqa: SLF001
+        self.body_complete = self.expired = self.waiting = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[Any] | None = None
         path = scope.get("path", "")
         self.log = RequestLog(
             request_id=_request_id(scope),
@@ -161,6 +168,12 @@ class _Exchange:
         self.limit = settings.max_upload_bytes if upload else settings.max_body_bytes
 
     async def run(self) -> None:
+        try:
+            await self.exchange()
+        finally:
+            self.disarm()
+
+    async def exchange(self) -> None:
         if not self.guard._healthy():  # noqa: SLF001
             # Fail closed *before* the handler runs, so that no action (a promote, a key
             # issued) happens while it cannot be recorded. (The record of this refusal fails
@@ -171,7 +184,7 @@ class _Exchange:
         if declared is not None and declared > self.limit:
             await self.answer(problems.too_large(self.limit))
             return
-        if declared is None and _header(self.scope, b"content-length") is not None:
+        if declared is None and header(self.scope, b"content-length") is not None:
             await self.answer(problems.Problem(400, "http.bad_request", "invalid Content-Length"))
             return
         try:
@@ -181,6 +194,10 @@ class _Exchange:
         except BodyTimeout:
             await self.answer_unless_started(
                 problems.Problem(408, "http.timeout", "the request body did not arrive in time")
+            )
+        except ClientGone:  # nobody reads the answer, but the record says what happened
+            await self.answer_unless_started(
+                problems.Problem(400, "http.client_gone", "the client disconnected mid-body")
             )
         except Exception as exc:  # noqa: BLE001 - the error boundary of the server
             if self.response_started:
@@ -198,21 +215,63 @@ class _Exchange:
         await problem.response(self.log.request_id)(self.scope, self.receive, self.send)
 
     # --- receive: body limit and timeout --------------------------------------------------------
+    #
+    # One timer per exchange instead of a timeout scope per ``receive``: it is armed by the first
+    # ``receive`` and disarmed when the body is complete. If it fires while the application waits
+    # for body bytes, the task is cancelled and that ``receive`` raises ``BodyTimeout``; if it
+    # fires in between, the next ``receive`` does.
 
     async def receive(self) -> Message:
+        if self.body_complete:  # after the body (a disconnect listener): no deadline
+            return await self.raw_receive()
+        if self.timer is None:
+            self.arm()
+        if self.expired:
+            raise BodyTimeout
+        self.waiting = True
+        try:
+            message = await self.raw_receive()
+        except asyncio.CancelledError:
+            if self.cancelled_by_timer():
+                raise BodyTimeout from None
+            raise
+        finally:
+            self.waiting = False
+        self.count(message)
+        return message
+
+    def arm(self) -> None:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise BodyTimeout
-        try:
-            async with asyncio.timeout(remaining):
-                message = await self.raw_receive()
-        except TimeoutError:
-            raise BodyTimeout from None
-        if message["type"] == "http.request":
+            self.expired = True
+            return
+        self.task = asyncio.current_task()
+        self.timer = asyncio.get_running_loop().call_later(remaining, self.expire)
+
+    def count(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.request":
             self.received += len(message.get("body", b""))
             if self.received > self.limit:
                 raise BodyTooLarge
-        return message
+            if not message.get("more_body", False):
+                self.body_complete = True
+                self.disarm()
+        elif kind == "http.disconnect":
+            raise ClientGone
+
+    def cancelled_by_timer(self) -> bool:
+        """True, and the cancellation withdrawn, when it was this exchange's body timer's."""
+        return self.expired and self.task is not None and self.task.uncancel() == 0
+
+    def expire(self) -> None:
+        self.expired = True
+        if self.waiting and self.task is not None:
+            self.task.cancel()
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
     # --- send: audit first, then the response ----------------------------------------------------
 
@@ -255,7 +314,6 @@ class _Exchange:
         return headers
 
     async def record(self, status: int) -> None:
-        settings = self.guard._settings  # noqa: SLF001
         try:
             event = self.event(status)
         except (ValueError, TypeError):
@@ -269,12 +327,7 @@ class _Exchange:
             )
             event = self.event(status)
         try:
-            confirmation = self.guard._confirm(event)  # noqa: SLF001
-            async with asyncio.timeout(settings.audit_timeout_s):
-                await confirmation
-        except TimeoutError:
-            _LOG.error("the audit log did not confirm a record in time: answering 503")
-            raise AuditUnavailableError("audit confirmation timed out") from None
+            await self.guard._confirm(event)  # noqa: SLF001 - resolves, fails or times out
         except AuditUnavailableError:
             raise
         except StrongroomError as exc:
@@ -303,7 +356,8 @@ class _Exchange:
         )
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lowercase bytes) in an ASGI scope, or None."""
     for key, value in scope.get("headers", ()):
         if key == name:
             return bytes(value)
@@ -311,7 +365,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def _content_length(scope: Scope) -> int | None:
-    value = _header(scope, b"content-length")
+    value = header(scope, b"content-length")
     if value is None or not value.isdigit() or len(value) > 18:  # noqa: PLR2004
         return None
     return int(value)
@@ -333,7 +387,7 @@ _IDS: Final = RequestIds()
 
 
 def _request_id(scope: Scope) -> str:
-    given = _header(scope, b"x-request-id")
+    given = header(scope, b"x-request-id")
     if given is not None:
         text = given.decode("latin-1")
         if REQUEST_ID_RE.fullmatch(text):

@@ -22,10 +22,12 @@ Strictness (every violation is an ``InvalidInputError`` naming the field, answer
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 import numpy as np
@@ -52,6 +54,10 @@ _REQUEST_KEYS: Final = frozenset({"id", "parameters", "inputs", "outputs"})
 _INPUT_KEYS: Final = frozenset({"name", "shape", "datatype", "data", "parameters"})
 _OUTPUT_KEYS: Final = frozenset({"name", "parameters"})
 _LENGTH: Final = struct.Struct("<I")
+_NUMBER_TYPES: Final = frozenset({int, float})
+_FP32_MAX: Final = float(np.finfo(np.float32).max)
+"""(2 - 2**-23) * 2**127: a JSON number of larger magnitude is out of range for FP32 (even
+where rounding would give this value, numpy's cast warns of an overflow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +82,10 @@ def _bad(message: str) -> InvalidInputError:
 
 
 def _object(value: object, what: str, allowed: frozenset[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
+    if type(value) is not dict:  # orjson gives exactly dict for a JSON object
         raise _bad(f"{what} must be a JSON object")
+    if value.keys() <= allowed:
+        return value
     unknown = set(value) - allowed
     if unknown:
         raise _bad(f"{what} has unknown member(s): {', '.join(sorted(unknown)[:5])}")
@@ -128,7 +136,7 @@ def decode_infer_request(
     raw_inputs = request.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise _bad("inputs must be a non-empty list")
-    specs = {spec.name: spec for spec in signature.inputs}
+    specs = _input_specs(signature)
     if len(raw_inputs) != len(specs):
         raise _bad(f"the model takes {len(specs)} input(s): {', '.join(sorted(specs))}")
     decoder = _TensorDecoder(binary, max_rows)
@@ -143,6 +151,12 @@ def decode_infer_request(
     binary_default = params.get("binary_data_output") is True
     outputs = _requested_outputs(request.get("outputs"), signature)
     return InferRequest(request_id, inputs, decoder.rows or 0, outputs, binary_default)
+
+
+@functools.lru_cache(maxsize=256)
+def _input_specs(signature: ModelSignature) -> Mapping[str, TensorSpec]:
+    """The signature's inputs by name (signatures are immutable and few; looked up per call)."""
+    return MappingProxyType({spec.name: spec for spec in signature.inputs})
 
 
 def _requested_outputs(
@@ -275,12 +289,15 @@ def _json_elements(data: object, count: int, datatype: str, where: str) -> np.nd
         if not all(type(x) is int and low <= x <= high for x in flat):
             raise _bad(f"{where}: {datatype} elements must be integers in range")
         return np.array(flat, dtype=_NUMPY[datatype])
-    if not all(type(x) is float or type(x) is int for x in flat):
+    if not _NUMBER_TYPES.issuperset(map(type, flat)):
         raise _bad(f"{where}: {datatype} elements must be numbers")
-    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
-        array = np.array(flat, dtype=_NUMPY[datatype])
-    if not np.all(np.isfinite(array)):
-        raise _bad(f"{where}: a number is out of range for {datatype}")
+    # JSON numbers (as orjson parses them: finite floats, integers below 2**64) are all finite
+    # as FP64; as FP32 they must not exceed the largest FP32 magnitude.
+    array = np.array(flat, dtype=np.float64)
+    if datatype == "FP32":
+        if array.size and float(np.abs(array).max()) > _FP32_MAX:
+            raise _bad(f"{where}: a number is out of range for {datatype}")
+        return array.astype(np.float32)
     return array
 
 

@@ -10,6 +10,11 @@ so a caller without rights on a model cannot learn whether it exists.
 Small batches run on the event loop: a one-row ONNX call takes tens of microseconds, far less
 than a hop to a worker thread; batches above ``INLINE_ROWS`` rows run in a thread so that one
 big request does not stall every other connection.
+
+``infer`` is the one hot path, so it is a plain ASGI endpoint (listed first in the router):
+it reads the body and sends its answer as ASGI messages, without Starlette's ``Request`` and
+``Response`` objects, whose construction cost more than the model call. Everything the guard
+does (audit, limits, headers, errors) applies to it as to every route.
 """
 
 from __future__ import annotations
@@ -24,19 +29,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from strongroom import __version__
-from strongroom.core.audit.record import input_hmac
+from strongroom.core.audit.record import input_hasher
 from strongroom.core.policy.rbac import Action, Resource
 from strongroom.core.registry.formats import ModelFormat
 from strongroom.core.registry.model import check_model_name
 from strongroom.core.registry.runtime import TensorSpec
 from strongroom.entrypoints.http import oip
-from strongroom.entrypoints.http.access import Access
-from strongroom.entrypoints.http.guard import request_log
+from strongroom.entrypoints.http.access import Access, ScopeView
+from strongroom.entrypoints.http.access import Request as Scoped
+from strongroom.entrypoints.http.guard import Receive, Scope, Send, header, request_log
 from strongroom.errors import InvalidInputError, NotFoundError
 from strongroom.services.inference import ModelHost, ServedModel
 
 INLINE_ROWS: Final = 64
 JSON: Final = "application/json"
+_JSON_TYPE: Final = (b"content-type", JSON.encode())
+_BINARY_TYPE: Final = (b"content-type", b"application/octet-stream")
 PLATFORMS: Final = {
     ModelFormat.ONNX: "onnxruntime_onnx",
     ModelFormat.SKOPS: "sklearn_skops",
@@ -73,7 +81,7 @@ class InferenceRoutes:
     ) -> None:
         self._host = host
         self._access = access
-        self._input_key = input_key
+        self._input_hmac = input_hasher(input_key)
         self._max_rows = max_rows
         self._ready = ready
 
@@ -81,6 +89,8 @@ class InferenceRoutes:
         model = "/v2/models/{name}"
         version = model + "/versions/{version}"
         return [
+            Route(model + "/infer", self.infer, methods=["POST"]),  # first: the hot path
+            Route(version + "/infer", self.infer, methods=["POST"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/v2", self.server_metadata, methods=["GET"]),
@@ -88,8 +98,6 @@ class InferenceRoutes:
             Route(version, self.model_metadata, methods=["GET"]),
             Route(model + "/ready", self.model_ready, methods=["GET"]),
             Route(version + "/ready", self.model_ready, methods=["GET"]),
-            Route(model + "/infer", self.infer, methods=["POST"]),
-            Route(version + "/infer", self.infer, methods=["POST"]),
         ]
 
     # --- health and metadata ------------------------------------------------------------------
@@ -130,13 +138,18 @@ class InferenceRoutes:
 
     # --- infer --------------------------------------------------------------------------------
 
-    async def infer(self, request: Request) -> Response:
-        served = await self._served(request, Action.MODEL_PREDICT)
-        body = await request.body()
-        request_log(request.scope).input_hmac = input_hmac(self._input_key, body)
+    @property
+    def infer(self) -> _InferEndpoint:
+        return _InferEndpoint(self)
+
+    async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
+        served = await self._served(ScopeView(scope), Action.MODEL_PREDICT)
+        body = await _read_body(receive)
+        request_log(scope).input_hmac = self._input_hmac(body)
+        length = header(scope, b"inference-header-content-length")
         decoded = oip.decode_infer_request(
             body,
-            request.headers.get("inference-header-content-length"),
+            None if length is None else length.decode("latin-1"),
             served.signature,
             max_rows=self._max_rows,
         )
@@ -144,29 +157,28 @@ class InferenceRoutes:
             results = served.predict(decoded.inputs)
         else:
             results = await asyncio.to_thread(served.predict, decoded.inputs)
-        names = [spec.name for spec in served.signature.outputs]
         content, header_length = oip.encode_infer_response(
-            served.name, served.version, decoded, results, names
+            served.name, served.version, decoded, results, served.output_names
         )
-        if header_length is None:
-            return Response(content, media_type=JSON)
-        return Response(
-            content,
-            media_type="application/octet-stream",
-            headers={"inference-header-content-length": header_length},
-        )
+        headers = [_JSON_TYPE, (b"content-length", b"%d" % len(content))]
+        if header_length is not None:
+            headers[0] = _BINARY_TYPE
+            headers.append((b"inference-header-content-length", header_length.encode("ascii")))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
     # --- shared -------------------------------------------------------------------------------
 
-    async def _served(self, request: Request, action: Action) -> ServedModel:
+    async def _served(self, request: Scoped, action: Action) -> ServedModel:
         """Authorize ``action`` on the requested model, then find (or load) its version."""
         log = request_log(request.scope)
         log.action = action.value
-        name = request.path_params["name"]
+        params = request.scope["path_params"]
+        name = params["name"]
         log.resource = f"model:{name}"[:256]
         check_model_name(name)
         await self._access.require(request, action, Resource.model(name))
-        text = request.path_params.get("version")
+        text = params.get("version")
         served: ServedModel | None
         if text is None:
             served = self._host.production(name)
@@ -182,3 +194,29 @@ class InferenceRoutes:
         log.model_version = served.version
         log.manifest_digest = served.manifest_digest
         return served
+
+
+class _InferEndpoint:
+    """``InferenceRoutes.predict`` as an ASGI app, so that Starlette's ``Route`` calls it with
+    the raw scope, receive and send (it wraps functions and methods in a ``Request``)."""
+
+    __slots__ = ("_routes",)
+
+    def __init__(self, routes: InferenceRoutes) -> None:
+        self._routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._routes.predict(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (the guard enforces its size limit and deadline)."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
