@@ -446,3 +446,16 @@ def test_secret_pattern_is_exactly_the_canonical_base64url_of_32_bytes(text: str
     raw = base64.urlsafe_b64decode(text + "=")
     canonical = len(raw) == 32 and base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == text
     assert (api_keys.SECRET_RE.fullmatch(text) is not None) == canonical
+
+
+def test_a_prepared_pepper_gives_the_same_digests_and_decisions() -> None:
+    pepper = os.urandom(32)
+    issued = new_api_key(os.urandom)
+    prepared = api_keys.Pepper(pepper)
+    assert prepared.digest(issued.key_id, issued.secret) == api_key_digest(
+        pepper, issued.key_id, issued.secret
+    )
+    assert "secret" in repr(prepared)
+    assert pepper.hex() not in repr(prepared)
+    with pytest.raises(ConfigurationError):
+        api_keys.Pepper(b"short")

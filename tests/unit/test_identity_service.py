@@ -229,13 +229,13 @@ def test_wrong_malformed_and_unknown_keys_fail_alike(
     wrong_secret = issued.token[:-2] + ("AA" if not issued.token.endswith("AA") else "BA")
     unknown_id = f"sr_{'a' * 12}_{issued.secret}"
     digests: list[str] = []
-    real_digest = api_keys_module.api_key_digest
+    real_digest = api_keys_module.Pepper.digest
 
-    def counting_digest(pepper: bytes, key_id: str, secret: str) -> bytes:
+    def counting_digest(self: api_keys_module.Pepper, key_id: str, secret: str) -> bytes:
         digests.append(key_id)
-        return real_digest(pepper, key_id, secret)
+        return real_digest(self, key_id, secret)
 
-    monkeypatch.setattr(api_keys_module, "api_key_digest", counting_digest)
+    monkeypatch.setattr(api_keys_module.Pepper, "digest", counting_digest)
     assert refused(service.authenticate_api_key, unknown_id) == "unknown_credential"
     assert digests == ["a" * 12]  # a digest is computed for an unknown id too
     assert refused(service.authenticate_api_key, wrong_secret) == "digest_mismatch"

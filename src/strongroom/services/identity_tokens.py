@@ -70,7 +70,7 @@ class DigestTokens:
         load: Callable[[str], Entry | None],
     ) -> None:
         self._prefix = prefix
-        self._pepper = pepper
+        self._keyed = api_keys.Pepper(pepper)
         self._clock = clock
         self._load = load
         self._cache: EpochCache[str, Entry] = EpochCache(epoch)
@@ -85,11 +85,11 @@ class DigestTokens:
         entry = self._cache.get(key_id, lambda: self._load(key_id))
         if entry is None:
             # The same work as a known id (one HMAC, one comparison), then the same error.
-            digest = api_keys.api_key_digest(self._pepper, key_id, secret)
+            digest = self._keyed.digest(key_id, secret)
             hmac.compare_digest(digest, _DUMMY_DIGEST)
             refuse(Refusal.UNKNOWN_CREDENTIAL)
         self._verify(token, entry[0])
         return entry
 
     def _verify(self, token: str, stored: StoredApiKey) -> None:
-        api_keys.verify_api_key(self._pepper, token, stored, self._clock(), prefix=self._prefix)
+        api_keys.verify_api_key(self._keyed, token, stored, self._clock(), prefix=self._prefix)

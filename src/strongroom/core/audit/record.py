@@ -12,9 +12,8 @@ Invariants:
 * Canonical bytes are RFC 8785 (JCS) JSON of an object with *every* field present (``null`` when
   absent) and ``"v": 1``. The domain is kept small on purpose (ASCII keys, strings of Unicode
   scalar values, integers within +-(2**53 - 1), booleans, null, one flat ``details`` object), so
-  that orjson's sorted, compact output *is* RFC 8785 on it (as is the standard library's
-  sorted, compact ``json.dumps``, several times slower): both are checked against the
-  ``rfc8785`` package and against each other by the tests.
+  that the standard library's sorted, compact ``json.dumps`` *is* RFC 8785 on it: four times
+  faster than the ``rfc8785`` package on the request path, and checked against it by the tests.
 * ``AuditRecord.from_canonical`` accepts exactly the bytes ``canonical`` produces and nothing
   else: not valid UTF-8, non-canonical spacing, key order or escaping, unknown or missing fields,
   wrong types, out-of-range values or oversize input all raise ``IntegrityError``. A stored record
@@ -32,8 +31,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
-
-import orjson
 
 from strongroom.core.audit.merkle import hash_leaf
 from strongroom.errors import IntegrityError
@@ -199,9 +196,15 @@ def parse_time(text: str) -> datetime:
     return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
 
 
+_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+"""Stateless; built once because ``json.dumps`` with options builds a new one per call."""
+
+
 def _canonical_json(obj: Mapping[str, Any]) -> bytes:
     """RFC 8785 on this module's domain (see the module docstring for why this is exact)."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 # --- the record -----------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ because every request is verified against the stored record. Randomness is injec
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import re
@@ -202,22 +201,32 @@ def api_key_digest(pepper: bytes, key_id: str, secret: str) -> bytes:
     return _digest(pepper, key_id, secret)
 
 
-def _digest(pepper: bytes, key_id: str, secret: str) -> bytes:
-    """``api_key_digest`` of an id and secret already checked (``parse_api_key``)."""
-    mac = _keyed(pepper).copy()
-    mac.update(DOMAIN + key_id.encode("ascii") + secret.encode("ascii"))
-    return mac.digest()
+class Pepper:
+    """A pepper with its HMAC-SHA256 key schedule done once: what a long-lived verifier holds,
+    so that each request only copies the keyed state (``verify_api_key`` takes either)."""
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, pepper: bytes) -> None:
+        _check_pepper(pepper)
+        self._keyed = hmac.new(pepper, digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return "Pepper(<secret>)"
+
+    def digest(self, key_id: str, secret: str) -> bytes:
+        """``api_key_digest`` of an id and secret already checked (``parse_api_key``)."""
+        mac = self._keyed.copy()
+        mac.update(DOMAIN + key_id.encode("ascii") + secret.encode("ascii"))
+        return mac.digest()
 
 
-@functools.lru_cache(maxsize=8)
-def _keyed(pepper: bytes) -> hmac.HMAC:
-    """HMAC-SHA256 keyed with ``pepper``, to be copied: the key schedule once per pepper (a
-    process has one or two), not once per request."""
-    return hmac.new(pepper, digestmod=hashlib.sha256)
+def _digest(pepper: bytes | Pepper, key_id: str, secret: str) -> bytes:
+    return (pepper if isinstance(pepper, Pepper) else Pepper(pepper)).digest(key_id, secret)
 
 
 def verify_api_key(
-    pepper: bytes,
+    pepper: bytes | Pepper,
     presented: str,
     stored: StoredApiKey,
     now: datetime,
@@ -230,7 +239,8 @@ def verify_api_key(
     answers a missing record with the same ``AuthenticationError``. The digest is always
     computed and compared in constant time before the record's state is consulted.
     """
-    _check_pepper(pepper)
+    if not isinstance(pepper, Pepper):
+        _check_pepper(pepper)
     _check_aware("now", now)
     if not isinstance(stored, StoredApiKey):
         raise InvalidInputError("stored must be a StoredApiKey")
