@@ -14,6 +14,7 @@ import signal
 import ssl
 import subprocess  # runs this very program, fixed arguments  # nosec B404
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -35,8 +36,13 @@ class ServerProcess:
         self.ca_file = ca_file
         self.base_url = f"https://localhost:{port}"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Self:
+        # The server runs in its own session (a Ctrl-C reaches only this process, which then
+        # stops it in order); so that a SIGTERM or hang-up of this process stops it too, they
+        # are turned into the same KeyboardInterrupt while the server runs.
+        self._previous = _interrupt_on(TERMINATION_SIGNALS)
         env = {**os.environ, "STRONGROOM_HOME": str(self.home), "STRONGROOM_PORT": str(self.port)}
         self._proc = subprocess.Popen(  # nosec B603
             [sys.executable, "-m", "strongroom", "serve"],
@@ -47,7 +53,11 @@ class ServerProcess:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            for number, handler in self._previous.items():
+                signal.signal(number, handler)
 
     def _wait_ready(self) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))
@@ -84,6 +94,21 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(STOP_TIMEOUT_S)
+
+
+TERMINATION_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler
+    raise KeyboardInterrupt
+
+
+def _interrupt_on(signals: tuple[signal.Signals, ...]) -> dict[int, Any]:
+    """Make ``signals`` raise ``KeyboardInterrupt``; the handlers they had (main thread only:
+    elsewhere signals cannot be handled and nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {number: signal.signal(number, _interrupt) for number in signals}
 
 
 def triton_predict(server: ServerProcess, api_key: str, model: str, rows: Any) -> dict[str, Any]:
