@@ -127,10 +127,13 @@ def test_an_unconfirmed_record_times_out(
         assert (await asyncio.wait_for(answered, 5)).request_id == "r1"
         with pytest.raises(AuditUnavailableError, match="in time"):
             await asyncio.wait_for(late, 5)  # the bound only stops a broken gate hanging
-        # A result that arrives after the deadline changes nothing.
+        # A result that arrives after the deadline changes nothing: the waiter keeps its error.
         event, completion = writer.queued[0]
         completion.set_result(event.sequenced(0))
-        await asyncio.sleep(0)
+        resolved = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(resolved.set_result, None)  # after the wake-up
+        await resolved
+        assert isinstance(late.exception(), AuditUnavailableError)
 
     asyncio.run(scenario())
     assert any("did not confirm a record in time" in r.getMessage() for r in caplog.records)

@@ -22,7 +22,6 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -78,13 +77,6 @@ class AuditGate:
 
     def healthy(self) -> bool:
         return self._writer is not None and self._writer.healthy
-
-    def submit(self, event: AuditEvent) -> Future[AuditRecord]:
-        if self._writer is None:
-            future: Future[AuditRecord] = Future()
-            future.set_exception(AuditUnavailableError("the audit writer is not running"))
-            return future
-        return self._writer.submit(event)
 
     def confirm(self, event: AuditEvent) -> asyncio.Future[AuditRecord]:
         """A future on the running loop: ``event``'s record once durable, else
