@@ -216,3 +216,40 @@ class AuditUnavailableError(StorageError):
     """
 
     code = "audit.unavailable"
+
+
+class RateCounterUnavailableError(StorageError):
+    """The shared rate counter (Redis) cannot be reached: the request is refused or, where the
+    operator chose so, counted by this process alone; never let through uncounted."""
+
+    code = "ratelimit.unavailable"
+
+
+class OverloadedError(BusyError):
+    """A model's queue or a principal's concurrent requests are at their bound: shed, retry."""
+
+    code = "server.overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+# --- rate limits --------------------------------------------------------------------------------
+
+
+class RateLimitedError(StrongroomError):
+    """A rate limit or quota refused the request (429); the numbers become ``Retry-After`` and
+    ``RateLimit-*`` headers. ``scope`` names the limit (principal, model, address, quota...)."""
+
+    code = "ratelimit.exceeded"
+
+    def __init__(
+        self, scope: str, *, retry_after_s: int, limit: int, remaining: int, reset_s: int
+    ) -> None:
+        super().__init__(f"rate limit exceeded ({scope}); retry after {retry_after_s} s")
+        self.scope = scope
+        self.retry_after_s = retry_after_s
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_s = reset_s
