@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-CONFIGURATIONS = ("a", "b", "c", "d", "e")
+CONFIGURATIONS = ("a", "b", "c", "d", "e", "f", "g")
 PREDICTION_TOLERANCE = 1e-4
 """float32 ONNX and float64 scikit-learn probabilities agree to this (as in the quickstart)."""
 
@@ -29,12 +29,15 @@ TARGETS = (
     Target("(b)-(a) p99 added ms", "p99_added_ms_b", "<=", 2.0),
     Target("(c)-(a) p99 added ms", "p99_added_ms_c", "<=", 2.0),
     Target("(b)/(e) requests/s", "rps_b_over_e", ">=", 5.0),
+    Target("(b)/(f) requests/s, guard on/off", "rps_b_over_f", ">=", 0.90),
 )
 INFORMATION = (
     ("(d)/(a) requests/s", "rps_d_over_a"),
     ("(d)-(a) p99 added ms", "p99_added_ms_d"),
     ("(d)/(b) requests/s (TLS cost)", "rps_d_over_b"),
     ("(a)/(e) requests/s", "rps_a_over_e"),
+    ("(g)/(b) requests/s (Redis limiter)", "rps_g_over_b"),
+    ("(g)-(b) p99 added ms (Redis)", "p99_added_ms_g_over_b"),
 )
 
 
@@ -49,8 +52,8 @@ def ratios(results: dict[str, dict]) -> dict[str, float | None]:
         low = _valid(results, bottom, "requests_per_s")
         return round(high / low, 3) if high is not None and low else None
 
-    def added(key: str) -> float | None:
-        p99, base = _valid(results, key, "p99_ms"), _valid(results, "a", "p99_ms")
+    def added(key: str, baseline: str = "a") -> float | None:
+        p99, base = _valid(results, key, "p99_ms"), _valid(results, baseline, "p99_ms")
         return round(p99 - base, 3) if p99 is not None and base is not None else None
 
     out: dict[str, float | None] = {}
@@ -60,6 +63,9 @@ def ratios(results: dict[str, dict]) -> dict[str, float | None]:
     out["rps_d_over_b"] = over("d", "b")
     out["rps_b_over_e"] = over("b", "e")
     out["rps_a_over_e"] = over("a", "e")
+    out["rps_b_over_f"] = over("b", "f")
+    out["rps_g_over_b"] = over("g", "b")
+    out["p99_added_ms_g_over_b"] = added("g", "b")
     return out
 
 
@@ -112,7 +118,7 @@ def print_report(report: dict[str, Any]) -> None:
     for key in CONFIGURATIONS:
         if key in results:
             print(_row(results[key]))
-    print("\ntargets (issue 3):")
+    print("\ntargets (issues 3 and 4):")
     for row in report["targets"]:
         value = "-" if row["value"] is None else f"{row['value']:.3f}"
         print(f"  {row['target']:<30} {value:>9}  (goal {row['goal']:<7}) {row['verdict']}")

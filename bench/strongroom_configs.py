@@ -27,6 +27,7 @@ and the readiness poll checks as a CA without the hostname.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -54,7 +55,17 @@ TITLES = {
     "b": "(b) Strongroom, plaintext, API key",
     "c": "(c) Strongroom, plaintext, OIDC JWT",
     "d": "(d) Strongroom, TLS, API key",
+    "f": "(f) (b) with the request guard off",
+    "g": "(g) (b) with the limiter in Redis",
 }
+GUARD_LIMITS = {
+    # Counted on every request, but high enough that no benchmark request is refused: the
+    # measurement is the guard's cost, not its refusals.
+    "STRONGROOM_RATE_LIMITS__PRINCIPAL": '{"per_second": 1000000, "burst": 1000000}',
+    "STRONGROOM_RATE_LIMITS__PRINCIPAL_MODEL": '{"per_second": 1000000, "burst": 1000000}',
+    "STRONGROOM_RATE_LIMITS__QUOTA": '{"limit": 1000000000000, "period": "day"}',
+}
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 class StrongroomUnavailableError(RuntimeError):
@@ -251,16 +262,24 @@ def strongroom_specs(instance: StrongroomInstance, workdir: Path) -> list[Server
         str(STRONGROOM), "--home", str(instance.home), "serve",
         "--workers", "1", "--port", str(instance.port),
     ]  # fmt: skip
-    plain = server_env({"STRONGROOM_UNSAFE_PLAINTEXT": "true"})
+    plain = server_env({"STRONGROOM_UNSAFE_PLAINTEXT": "true", **GUARD_LIMITS})
+    guard_off = {**plain, "STRONGROOM_UNSAFE_NO_REQUEST_GUARD": "true"}
+    redis = {
+        **plain,
+        "STRONGROOM_RATE_LIMIT_URL": REDIS_URL,
+        "STRONGROOM_RATE_LIMIT_PREFIX": f"bench-{os.getpid()}:",
+    }
     http, https = f"http://{HOST}:{instance.port}", f"https://{HOST}:{instance.port}"
     api_key = {"Authorization": f"Bearer {instance.api_key}"}
     jwt_auth = {"Authorization": f"Bearer {instance.access_token}"}
     cert = instance.home / "tls" / "server.crt"
-    tls = server_env()
+    tls = server_env(GUARD_LIMITS)
     rows = [
         ("b", plain, Endpoint(http, INFER_PATH, api_key)),
         ("c", plain, Endpoint(http, INFER_PATH, jwt_auth)),
         ("d", tls, Endpoint(https, INFER_PATH, api_key, cert)),
+        ("f", guard_off, Endpoint(http, INFER_PATH, api_key)),
+        ("g", redis, Endpoint(http, INFER_PATH, api_key)),
     ]
     return [
         ServerSpec(key, TITLES[key], command, env, endpoint, workdir / f"{key}-strongroom.log")

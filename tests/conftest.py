@@ -296,3 +296,45 @@ def instance(tmp_path: Path, signer: SignerKeys, trained_model: TrainedModel) ->
     )
     (tmp_path / "model.onnx").write_bytes(trained_model.onnx)
     return home
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[tuple[str, str]]:
+    """The Redis at 127.0.0.1:6379 and a key prefix of this test alone (deleted afterwards)."""
+    import redis
+
+    from redis_harness import REDIS_URL
+
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_timeout=3, socket_connect_timeout=3) as client:
+            client.ping()
+    except (redis.RedisError, OSError) as exc:
+        missing_resource(f"Redis at {REDIS_URL} ({type(exc).__name__})")
+    prefix = f"strongroom-test:{secrets.token_hex(8)}:"
+    yield REDIS_URL, prefix
+    with redis.Redis.from_url(REDIS_URL) as client:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    """A ``redis_harness.RedisProcess`` of this test alone, always killed afterwards."""
+    import shutil
+
+    from redis_harness import RedisProcess
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        missing_resource("redis-server on PATH")
+        raise AssertionError("unreachable")
+    server = RedisProcess(executable, tmp_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()

@@ -16,7 +16,7 @@ import fnmatch
 import os
 import re
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -81,9 +81,48 @@ class IssuerSettings(BaseModel):
     unsafe_http_jwks: bool = False
 
 
+class RateSettings(BaseModel):
+    """Requests per second sustained, up to ``burst`` at once (see ``core.policy.limits``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    per_second: float = Field(gt=0, le=1_000_000, allow_inf_nan=False)
+    burst: int = Field(ge=1, le=1_000_000)
+
+
+class QuotaSettings(BaseModel):
+    """At most ``limit`` predictions per calendar ``period`` (UTC)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limit: int = Field(ge=1, le=10**12)
+    period: Literal["day", "month"]
+
+
+class LimitSettings(BaseModel):
+    """Default rate limits and quotas; ``null`` (TOML: leave out, env: ``none``) disables one.
+
+    Overrides per model and per principal are set through the admin API or ``strongroom
+    limits`` and stored in the metadata database."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    principal: RateSettings | None = RateSettings(per_second=1000, burst=2000)
+    """Every authenticated request of one principal, whatever the route."""
+    model: RateSettings | None = None
+    """All principals' predictions on one model together."""
+    principal_model: RateSettings | None = None
+    """One principal's predictions on one model."""
+    address: RateSettings | None = RateSettings(per_second=10, burst=100)
+    """Unauthenticated traffic per client address: logins and failed authentications."""
+    quota: QuotaSettings | None = None
+    """One principal's predictions per day or month."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
         frozen=True,
         extra="forbid",
         validate_default=True,
@@ -214,6 +253,46 @@ class Settings(BaseSettings):
     """Sign and publish a checkpoint after this many records (and at least every minute).
     Fewer checkpoints mean fewer pauses of the writer; more mean a shorter window of records
     an insider could drop before the next external checkpoint."""
+
+    # --- the request guard (issue 4) ------------------------------------------------------------
+
+    rate_limits: LimitSettings = LimitSettings()
+
+    rate_limit_url: str = ""
+    """Where rate counters live: empty for this process's memory (exact for one worker only;
+    with several workers each counts alone), or ``redis://host:port/db`` / ``rediss://...``
+    shared by every worker and replica."""
+
+    rate_limit_prefix: str = Field(default="strongroom:rl:", pattern=r"^[\x21-\x7e]{1,64}$")
+    """Prefix of every counter key in Redis (several instances can share one Redis)."""
+
+    rate_limit_timeout_s: float = Field(default=0.25, gt=0, le=10)
+    """How long a request waits for the shared counter before the outage policy applies."""
+
+    rate_limit_outage_inference: Literal["closed", "local"] = "closed"
+    """When the shared counter cannot be reached: ``closed`` answers predictions 503;
+    ``local`` counts them in this process alone (each worker then allows the full limit).
+    Admin and authentication requests always get 503: they are never counted locally."""
+
+    network_allow: tuple[str, ...] = ()
+    """CIDRs clients may call from (empty: anywhere). Checked before any route runs."""
+
+    network_deny: tuple[str, ...] = ()
+    """CIDRs clients may never call from; deny beats allow."""
+
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs of reverse proxies whose ``Forwarded`` / ``X-Forwarded-For`` headers name the
+    client. From any other peer those headers are ignored."""
+
+    max_queue_per_model: int = Field(default=64, ge=1, le=100_000)
+    """Predictions in flight per model and worker; beyond it requests are shed (503)."""
+
+    max_concurrent_per_principal: int = Field(default=32, ge=1, le=100_000)
+    """Requests in flight per principal and worker; beyond it requests are shed (503)."""
+
+    unsafe_no_request_guard: bool = False
+    """Turn off rate limits, quotas, schema validation and load shedding (to measure the guard's
+    cost). Network rules stay on. Warned about at every start and recorded in the audit log."""
 
     @model_validator(mode="after")
     def _fill_urls(self) -> Settings:

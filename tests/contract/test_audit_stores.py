@@ -16,7 +16,11 @@ from alembic.migration import MigrationContext
 
 from strongroom.adapters.storage.audit_sql import SqlAuditStore, build_audit_tables
 from strongroom.adapters.storage.checkpoint_dir import DirectoryCheckpointSink
-from strongroom.adapters.storage.schema import build_identity_tables, build_tables
+from strongroom.adapters.storage.schema import (
+    build_guard_tables,
+    build_identity_tables,
+    build_tables,
+)
 from strongroom.core.audit.ports import AuditStore, CheckpointSink
 from strongroom.core.crypto.notes import NoteSigner
 from strongroom.errors import ConfigurationError, IntegrityError, StorageError
@@ -98,9 +102,11 @@ def test_audit_tables_match_the_migrations(sql_store: SqlAuditStore) -> None:
     combined = build_tables().metadata
     build_audit_tables(combined)
     build_identity_tables(combined)  # migration 0003 is in the same stream
+    build_guard_tables(combined)  # and 0004
     assert differences(combined) == []
     drifted = build_tables().metadata
     build_identity_tables(drifted)
+    build_guard_tables(drifted)
     build_audit_tables(drifted).records.append_column(sa.Column("extra", sa.Integer()))
     assert differences(drifted) != []
 

@@ -20,7 +20,11 @@ from strongroom.adapters.storage.audit_sql import build_audit_tables
 from strongroom.adapters.storage.epoch_file import FileCredentialEpoch
 from strongroom.adapters.storage.epoch_sql import SqlCredentialEpoch
 from strongroom.adapters.storage.identity_sql import SqlIdentityStore
-from strongroom.adapters.storage.schema import build_identity_tables, build_tables
+from strongroom.adapters.storage.schema import (
+    build_guard_tables,
+    build_identity_tables,
+    build_tables,
+)
 from strongroom.core.identity.ports import CredentialEpoch, IdentityStore, PasswordHasher
 from strongroom.errors import ConfigurationError, IntegrityError, StorageError
 from strongroom.testing.contracts.identity import (
@@ -127,7 +131,8 @@ class TestArgon2Hasher(PasswordHasherContract):
 
 
 def test_identity_tables_match_the_migrations(sql_store: SqlIdentityStore) -> None:
-    """Registry, audit and identity tables together are exactly what the migrations build."""
+    """Registry, audit, identity and guard tables together are exactly what the migrations
+    build."""
 
     def differences(metadata: sa.MetaData) -> list[Any]:
         with sql_store._engine.connect() as conn:
@@ -139,15 +144,17 @@ def test_identity_tables_match_the_migrations(sql_store: SqlIdentityStore) -> No
     combined = build_tables().metadata
     build_audit_tables(combined)
     build_identity_tables(combined)
+    build_guard_tables(combined)  # migration 0004 is in the same stream
     assert differences(combined) == []
     drifted = build_tables().metadata
     build_audit_tables(drifted)
+    build_guard_tables(drifted)
     build_identity_tables(drifted).sessions.append_column(sa.Column("extra", sa.Integer()))
     assert differences(drifted) != []
     with sql_store._engine.connect() as conn:
         version = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one()
         epoch = conn.execute(sa.text("SELECT id, value FROM credential_epoch")).all()
-    assert version == "0003"
+    assert version == "0004"
     assert [tuple(row) for row in epoch] == [(1, 0)]
 
 

@@ -41,7 +41,7 @@ TABLE = {
     "admin": "model.read principal.read principal.manage credential.manage key.read key.rotate "
     "server.read",
     "model-owner": "model.read model.push model.verify server.read",
-    "deployer": "model.read model.verify model.promote model.rollback server.read",
+    "deployer": "model.read model.verify model.promote model.rollback model.limit server.read",
     "predictor": "model.read model.predict server.read",
     "auditor": "audit.read audit.verify model.read model.verify principal.read key.read "
     "server.read",
@@ -54,7 +54,14 @@ KIND_OF = {
     "key": ResourceKind.KEY,
     "server": ResourceKind.SERVER,
 }
-STEP_UP = {"model.promote", "model.rollback", "key.rotate", "credential.manage", "principal.manage"}
+STEP_UP = {
+    "model.promote",
+    "model.rollback",
+    "model.limit",
+    "key.rotate",
+    "credential.manage",
+    "principal.manage",
+}
 
 
 def make(
@@ -258,11 +265,10 @@ def _read_from(networks: tuple[str, ...], client: str | None) -> Decision:
         (("10.0.0.0/8",), "::ffff:10.9.9.9"),
         (("10.0.0.0/8",), "::ffff:a09:909"),
         (("2001:db8::/32",), "2001:db8::1"),
-        (("fe80::/64",), "fe80::1%eth0"),
-        (("fe80::/64",), "fe80::1%3"),
-        (("10.0.0.0/8",), "::ffff:10.9.9.9%eth0"),
+        (("fe80::/64",), "fe80::1"),
         ((), None),
         ((), "203.0.113.9"),
+        ((), "fe80::1%eth0"),  # no networks: the address is not looked at
     ],
 )
 def test_network_allows(networks: tuple[str, ...], client: str | None) -> None:
@@ -277,9 +283,18 @@ def test_network_allows(networks: tuple[str, ...], client: str | None) -> None:
         (("::/0",), "::ffff:10.9.9.9", Reason.NETWORK_NOT_ALLOWED),
         (("::/0",), "10.9.9.9", Reason.NETWORK_NOT_ALLOWED),
         (("0.0.0.0/0",), "2001:db8::1", Reason.NETWORK_NOT_ALLOWED),
-        (("10.0.0.0/8",), "::a09:909", Reason.NETWORK_NOT_ALLOWED),  # IPv4-compatible, not mapped
+        (("10.0.0.0/8",), "::a09:909", Reason.BAD_CLIENT_ADDRESS),  # IPv4-compatible: refused
+        (("::/0",), "::a09:909", Reason.BAD_CLIENT_ADDRESS),
+        (("::/0",), "::ffff:0:a09:909", Reason.BAD_CLIENT_ADDRESS),  # IPv4-translated
+        (("::/0",), "::", Reason.BAD_CLIENT_ADDRESS),
+        (("0.0.0.0/0",), "0.0.0.0", Reason.BAD_CLIENT_ADDRESS),  # noqa: S104 - unspecified
+        (("0.0.0.0/0",), "::ffff:0.0.0.0", Reason.BAD_CLIENT_ADDRESS),
         (("10.0.0.0/8",), "64:ff9b::a09:909", Reason.NETWORK_NOT_ALLOWED),  # NAT64 is not mapped
-        (("fe80::/64",), "fe80:0:0:1::1%eth0", Reason.NETWORK_NOT_ALLOWED),
+        # A zone id is no longer ignored: it is an unknown address, and fails closed.
+        (("fe80::/64",), "fe80::1%eth0", Reason.BAD_CLIENT_ADDRESS),
+        (("fe80::/64",), "fe80::1%3", Reason.BAD_CLIENT_ADDRESS),
+        (("10.0.0.0/8",), "::ffff:10.9.9.9%eth0", Reason.BAD_CLIENT_ADDRESS),
+        (("fe80::/64",), "fe80:0:0:1::1%eth0", Reason.BAD_CLIENT_ADDRESS),
     ],
 )
 def test_network_denies(networks: tuple[str, ...], client: str | None, reason: Reason) -> None:
@@ -290,10 +305,14 @@ def test_network_denies(networks: tuple[str, ...], client: str | None, reason: R
 
 def test_normalize_client_ip() -> None:
     assert normalize_client_ip(IPv6Address("::ffff:1.2.3.4")) == IPv4Address("1.2.3.4")
-    unscoped = normalize_client_ip(IPv6Address("fe80::1%eth0"))
-    assert unscoped == IPv6Address("fe80::1")
-    assert str(unscoped) == "fe80::1"
     assert normalize_client_ip(IPv4Address("1.2.3.4")) == IPv4Address("1.2.3.4")
+    assert normalize_client_ip(IPv6Address("::1")) == IPv6Address("::1")
+    assert normalize_client_ip(IPv6Address("2001:db8::1")) == IPv6Address("2001:db8::1")
+    for refused in ("fe80::1%eth0", "::ffff:1.2.3.4%eth0", "::a00:1", "::ffff:0:a00:1", "::"):
+        with pytest.raises(InvalidInputError):
+            normalize_client_ip(IPv6Address(refused))
+    with pytest.raises(InvalidInputError):
+        normalize_client_ip(IPv4Address("0.0.0.0"))  # noqa: S104 - the unspecified address
 
 
 def test_ipv4_mapped_networks_are_refused_when_building_a_principal() -> None:

@@ -406,3 +406,82 @@ def test_canonical_json_golden() -> None:
         '{"name":"colour","dtype":"string","categories":["blue","red"],"nullable":true},'
         '{"name":"flag","dtype":"bool","nullable":false}]}'
     )
+
+
+# --- max_length and text (string features) -----------------------------------------------------
+
+
+def test_max_length_and_text_round_trip_and_are_emitted_only_when_set() -> None:
+    note = FeatureSpec(name="note", dtype="string", max_length=256, text=True, nullable=True)
+    assert note.to_dict() == {
+        "name": "note",
+        "dtype": "string",
+        "max_length": 256,
+        "text": True,
+        "nullable": True,
+    }
+    plain = FeatureSpec(name="code", dtype="string", categories=("a", "b"))
+    assert "max_length" not in plain.to_dict() and "text" not in plain.to_dict()
+    schema = InputSchema(features=(note, plain), tensor_name=None)
+    assert InputSchema.from_dict(schema.to_dict()) == schema
+
+
+def test_text_false_is_accepted_and_left_out_of_the_canonical_form() -> None:
+    data = {"features": [{"name": "s", "dtype": "string", "text": False}]}
+    feature = InputSchema.from_dict(data).features[0]
+    assert feature.text is False and "text" not in feature.to_dict()
+
+
+def test_schema_json_with_the_new_keys_parses() -> None:
+    document = {
+        "tensor_name": None,
+        "features": [{"name": "memo", "dtype": "string", "max_length": 1, "text": True}],
+    }
+    feature = schema_from_json(json.dumps(document).encode()).features[0]
+    assert (feature.max_length, feature.text) == (1, True)
+
+
+@pytest.mark.parametrize("value", [0, -1, 65537, True, 1.5, "10", [10]])
+def test_max_length_must_be_an_integer_from_1_to_65536(value: Any) -> None:
+    with pytest.raises(InvalidInputError, match="feature 's': max_length"):
+        FeatureSpec.from_dict({"name": "s", "dtype": "string", "max_length": value}, 0)
+
+
+def test_max_length_limits_are_inclusive() -> None:
+    for value in (1, 65536):
+        assert FeatureSpec(name="s", dtype="string", max_length=value).max_length == value
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", None, [True]])
+def test_text_must_be_a_boolean(value: Any) -> None:
+    with pytest.raises(InvalidInputError, match="feature 's': text"):
+        FeatureSpec.from_dict({"name": "s", "dtype": "string", "text": value}, 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "bool"])
+@pytest.mark.parametrize("key", [{"max_length": 8}, {"text": True}])
+def test_max_length_and_text_need_a_string_feature(dtype: str, key: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInputError, match="need dtype 'string'"):
+        FeatureSpec.from_dict({"name": "s", "dtype": dtype, **key}, 0)
+
+
+def test_max_length_shorter_than_a_category_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="longer than max_length"):
+        FeatureSpec(name="s", dtype="string", categories=("abc",), max_length=2)
+
+
+def test_unknown_feature_keys_are_still_refused() -> None:
+    with pytest.raises(InvalidInputError, match="unknown keys"):
+        FeatureSpec.from_dict({"name": "s", "dtype": "string", "maxlength": 3}, 0)
+
+
+def test_the_new_keys_leave_existing_canonical_bytes_unchanged() -> None:
+    """A schema written before ``max_length``/``text`` existed parses and re-serialises to
+    the same bytes, so the digests of manifests already signed do not move."""
+    before = (
+        '{"version":1,"tensor_name":"X","features":['
+        '{"name":"amount","dtype":"float32","min":0.0,"max":10.0,"nullable":false},'
+        '{"name":"colour","dtype":"string","categories":["blue","red"],"nullable":true}]}'
+    )
+    again = InputSchema.from_dict(json.loads(before)).to_dict()
+    assert json.dumps(again, separators=(",", ":"), allow_nan=False) == before

@@ -19,7 +19,11 @@ from alembic.migration import MigrationContext
 
 from strongroom.adapters.storage.audit_sql import build_audit_tables
 from strongroom.adapters.storage.engine import PG_CONNECT_TIMEOUT_S
-from strongroom.adapters.storage.schema import build_identity_tables, build_tables
+from strongroom.adapters.storage.schema import (
+    build_guard_tables,
+    build_identity_tables,
+    build_tables,
+)
 from strongroom.adapters.storage.sql import SqlMetadataStore, resolve_url
 from strongroom.core.registry.model import Stage
 from strongroom.errors import (
@@ -152,8 +156,8 @@ def test_sqlite_connections_are_durable_and_checked(tmp_path: Path) -> None:
 def test_migrate_builds_the_schema_on_a_fresh_database(store: SqlMetadataStore) -> None:
     tables = set(sa.inspect(store._engine).get_table_names())
     registry = {"models", "model_versions", "artifacts", "stage_events", VERSION_TABLE}
-    assert tables == registry | AUDIT_TABLES | IDENTITY_TABLES
-    assert scalar(store, f"SELECT version_num FROM {VERSION_TABLE}") == "0003"
+    assert tables == registry | AUDIT_TABLES | IDENTITY_TABLES | {"guard_overrides"}  # 0004
+    assert scalar(store, f"SELECT version_num FROM {VERSION_TABLE}") == "0004"
     store.migrate()
     assert scalar(store, f"SELECT count(*) FROM {VERSION_TABLE}") == 1
 
@@ -166,12 +170,15 @@ def test_table_definitions_match_the_migrations(store: SqlMetadataStore) -> None
             )
             return list(compare_metadata(context, metadata))
 
-    # One migration stream builds the registry, audit (0002) and identity (0003) tables.
+    # One migration stream builds the registry, audit (0002), identity (0003) and guard (0004)
+    # tables.
     build_identity_tables(store._tables.metadata)
+    build_guard_tables(store._tables.metadata)
     assert differences(build_audit_tables(store._tables.metadata).metadata) == []
     drifted = build_tables()
     build_audit_tables(drifted.metadata)
     build_identity_tables(drifted.metadata)
+    build_guard_tables(drifted.metadata)
     drifted.artifacts.append_column(sa.Column("extra", sa.Integer()))
     assert differences(drifted.metadata) != []  # the comparison does see drift
 
@@ -188,7 +195,7 @@ def test_postgres_tables_land_in_the_connection_schema(postgres_schema_url: str)
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = :s",
             s=schema,
         )
-        assert count == 5 + len(AUDIT_TABLES) + len(IDENTITY_TABLES)
+        assert count == 5 + len(AUDIT_TABLES) + len(IDENTITY_TABLES) + 1  # guard_overrides
     finally:
         store.close()
 

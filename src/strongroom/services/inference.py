@@ -9,6 +9,10 @@ Invariants:
 
 * **Only verified bytes.** Every ``ServedModel`` was built by ``load_version``; nothing else
   creates one.
+* **Only valid inputs.** Each ``ServedModel`` holds the ``InputValidator`` compiled from its
+  version's signed input schema when it was loaded; the inference route calls
+  ``check_inputs`` before ``predict``. A schema that no longer fits the model fails the load
+  (as an integrity failure: publish checked that it fit), it is never served unchecked.
 * **Hot swap.** ``refresh`` (run every few seconds by the server, and at once after a promote or
   rollback made through this process) compares each model's production version with the one
   held; a different version is loaded *first*, then the entry is replaced in one assignment. A
@@ -35,12 +39,19 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Final
 
+from strongroom.core.detectors.inputs import InputValidator
 from strongroom.core.registry.formats import ModelFormat
 from strongroom.core.registry.model import Stage
 from strongroom.core.registry.runtime import LoadedModel, ModelSignature
 from strongroom.core.types import Clock
-from strongroom.errors import IntegrityError, NotFoundError, SecurityError, StrongroomError
-from strongroom.services.registry import RegistryService
+from strongroom.errors import (
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    SecurityError,
+    StrongroomError,
+)
+from strongroom.services.registry import LoadedVersion, RegistryService
 
 DEFAULT_PINNED_VERSIONS: Final = 8
 FAILURE_BACKOFF_S: Final = 30.0
@@ -59,6 +70,8 @@ class ServedModel:
     format: ModelFormat
     model: LoadedModel
     loaded_at: datetime
+    validator: InputValidator
+    """Compiled from the version's signed input schema; see ``check_inputs``."""
     output_names: tuple[str, ...] = field(init=False)
     """The signature's output names, in order (computed once: read on every request)."""
 
@@ -69,6 +82,12 @@ class ServedModel:
     @property
     def signature(self) -> ModelSignature:
         return self.model.signature
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Raise ``InvalidInputError`` unless ``inputs`` satisfy the version's input schema
+        (ranges, categories, NaN and infinities, string rules); the message names the input,
+        feature, row and reason, never the offending value."""
+        self.validator.validate(inputs)
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         return self.model.predict(inputs)
@@ -222,6 +241,7 @@ class ModelHost:
             raise failure[1]
         try:
             loaded = self._registry.load_version(name, version)
+            validator = _compile_validator(loaded)
         except StrongroomError as exc:
             self._failures[key] = (time.monotonic(), exc)
             while len(self._failures) > MAX_REMEMBERED_FAILURES:
@@ -235,6 +255,7 @@ class ModelHost:
             format=loaded.format,
             model=loaded.model,
             loaded_at=self._clock(),
+            validator=validator,
         )
 
     def _report_failure(self, name: str, version: int, exc: StrongroomError) -> None:
@@ -245,3 +266,19 @@ class ModelHost:
             logging.CRITICAL if isinstance(exc, IntegrityError | SecurityError) else logging.ERROR
         )
         _LOG.log(level, "cannot load %s version %d (%s)%s", name, version, exc.code, still)
+
+
+def _compile_validator(loaded: LoadedVersion) -> InputValidator:
+    """The version's validator. Publish checked that the schema fits the model, so a misfit
+    now means the manifest or the runtime changed under it: an integrity failure, logged with
+    its reason here (the error itself stays opaque)."""
+    try:
+        return InputValidator(loaded.input_schema, loaded.model.signature)
+    except InvalidInputError as exc:
+        _LOG.error(
+            "%s version %d: the input schema does not fit the model: %s",
+            loaded.name,
+            loaded.version,
+            exc,
+        )
+        raise IntegrityError from exc

@@ -75,6 +75,8 @@ class LoadedVersion:
     manifest_digest: str
     format: ModelFormat
     model: LoadedModel
+    input_schema: schema.InputSchema
+    """The signed manifest's input schema, parsed (what every request is validated against)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +338,16 @@ class RegistryService:
     def load_version(self, model: str, version: int | None = None) -> LoadedVersion:
         """Like ``load_model``, keeping which version and manifest the model came from."""
         artifact = self.open_verified(model, version)
+        try:
+            input_schema = schema.InputSchema.from_dict(artifact.input_schema)
+        except InvalidInputError as exc:  # publish wrote a valid one: the manifest is not ours
+            log.error(  # noqa: TRY400 - the reason is enough; a traceback adds nothing
+                "%s version %d: bad input schema in the manifest: %s",
+                artifact.model,
+                artifact.version,
+                exc,
+            )
+            raise IntegrityError from exc
         loaded = self._runtime(artifact.format).load(artifact)
         return LoadedVersion(
             name=artifact.model,
@@ -343,6 +355,7 @@ class RegistryService:
             manifest_digest=artifact.manifest_digest,
             format=artifact.format,
             model=loaded,
+            input_schema=input_schema,
         )
 
     def stage_of(self, model: str, version: int) -> Stage:

@@ -21,7 +21,8 @@ that differs between SQLite and PostgreSQL.
 Tables are built per store by ``build_tables`` rather than at import, so that no ``MetaData``
 (a mutable registry) lives at module level. The identity tables (``build_identity_tables``,
 migration ``0003_identity``) are described at the end; their row mapping is in
-``identity_rows``.
+``identity_rows``. The guard-override table (``build_guard_tables``, migration
+``0004_guard_overrides``) follows them; its row mapping is in ``guard_sql``.
 """
 
 from __future__ import annotations
@@ -376,3 +377,36 @@ def build_identity_tables(metadata: sa.MetaData | None = None) -> IdentityTables
     return IdentityTables(
         metadata, principals, api_keys, passwords, totp, lockouts, sessions, certificates, epoch
     )
+
+
+# --- guard overrides (migration 0004_guard_overrides) ------------------------------------------
+
+SUBJECT_KIND_LENGTH = 16
+GUARD_SUBJECT_LENGTH = 136  # a principal id (``PRINCIPAL_ID_LENGTH``) or a model name
+UPDATED_BY_LENGTH = 136
+
+
+@dataclass(frozen=True, slots=True)
+class GuardTables:
+    metadata: sa.MetaData
+    overrides: sa.Table
+
+
+def build_guard_tables(metadata: sa.MetaData | None = None) -> GuardTables:
+    """Table objects of the guard-override migration (a test compares them with the migrations).
+
+    One row per (kind, subject); the policy is the canonical JSON of ``GuardPolicy.to_dict``
+    (sorted keys, no spaces), validated again by ``GuardPolicy.from_dict`` on every read.
+    """
+    metadata = sa.MetaData() if metadata is None else metadata
+    overrides = sa.Table(
+        "guard_overrides",
+        metadata,
+        sa.Column("kind", sa.String(SUBJECT_KIND_LENGTH), primary_key=True),
+        sa.Column("subject", sa.String(GUARD_SUBJECT_LENGTH), primary_key=True),
+        sa.Column("policy", sa.Text(), nullable=False),
+        sa.Column("updated_at", UtcDateTime(), nullable=False),
+        sa.Column("updated_by", sa.String(UPDATED_BY_LENGTH), nullable=False),
+        sa.CheckConstraint("kind IN ('principal', 'model')", name="ck_guard_overrides_kind"),
+    )
+    return GuardTables(metadata, overrides)

@@ -10,8 +10,12 @@ Invariants:
 * A disabled principal, and a credential with ``expires_at <= now``, are denied everything.
 * If the principal is bound to networks, the client address must be inside one of them; no
   address means deny. An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) is compared as the IPv4
-  address ``a.b.c.d``; an IPv6 zone id (``fe80::1%eth0``) is ignored, because the server's own
-  OS assigns it (the interface the packet came in on) and the networks cannot name zones.
+  address ``a.b.c.d``. An address that names no single host a network can hold is refused, not
+  normalised: one with an IPv6 zone id (``fe80::1%eth0``: networks cannot name zones, and
+  dropping the zone would equate hosts on different links), an IPv4-compatible
+  (``::a.b.c.d``, deprecated) or IPv4-translated (``::ffff:0:a.b.c.d``) one, and the
+  unspecified ``0.0.0.0`` / ``::``. For a network-bound principal such an address is denied
+  (``bad_client_address``). ``strongroom.core.policy.network`` parses text by the same rules.
 * MFA is fresh when ``now - max_age <= mfa_at <= now`` (a time in the future proves nothing).
   Services can never be fresh: they cannot do MFA.
 """
@@ -31,6 +35,7 @@ DEFAULT_MFA_MAX_AGE: Final = timedelta(minutes=5)
 MAX_MFA_MAX_AGE: Final = timedelta(hours=12)
 
 ClientAddress = IPv4Address | IPv6Address
+_IPV4_TRANSLATED_HIGH: Final = 0xFFFF0000  # ::ffff:0:0:0/96 (RFC 2765), above the low 32 bits
 
 
 class Reason(StrEnum):
@@ -40,6 +45,8 @@ class Reason(StrEnum):
     CREDENTIAL_EXPIRED = "credential_expired"
     NO_CLIENT_ADDRESS = "no_client_address"
     NETWORK_NOT_ALLOWED = "network_not_allowed"
+    BAD_CLIENT_ADDRESS = "bad_client_address"  # a zone id, IPv4-compatible, unspecified, ...
+    NETWORK_DENIED = "network_denied"  # in a deny list (``network.NetworkRules``)
     RESOURCE_MISMATCH = "resource_mismatch"
     NO_MATCHING_ROLE = "no_matching_role"
     MFA_UNAVAILABLE = "mfa_unavailable"  # a service asked for a step-up action
@@ -118,12 +125,26 @@ class RequestContext:
 
 
 def normalize_client_ip(address: ClientAddress) -> ClientAddress:
-    """Drop an IPv6 zone id and turn an IPv4-mapped IPv6 address into its IPv4 address."""
+    """The one address rules compare: an IPv4-mapped IPv6 address becomes its IPv4 address.
+
+    Raises ``InvalidInputError`` for an address no network rule can judge safely (see the
+    module invariants) instead of guessing which host it means.
+    """
     if isinstance(address, IPv4Address):
+        if address.is_unspecified:
+            raise InvalidInputError("the unspecified address is no client")
         return address
-    unscoped = IPv6Address(int(address))  # rebuilt from the integer: no zone id
-    mapped = unscoped.ipv4_mapped
-    return unscoped if mapped is None else mapped
+    if not isinstance(address, IPv6Address):
+        raise InvalidInputError("a client address must be an ipaddress address")
+    if address.scope_id is not None:
+        raise InvalidInputError("a client address with a zone id matches no network")
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return normalize_client_ip(mapped)
+    high = int(address) >> 32
+    if (high == 0 and int(address) != 1) or high == _IPV4_TRANSLATED_HIGH:
+        raise InvalidInputError("IPv4-compatible, IPv4-translated and unspecified IPv6 refused")
+    return address
 
 
 def check_active(principal: Principal, now: datetime) -> None:
@@ -136,14 +157,24 @@ def check_active(principal: Principal, now: datetime) -> None:
 
 
 def check_network(principal: Principal, client_ip: ClientAddress | None) -> None:
-    """Deny a network-bound principal calling from outside its networks (or from nowhere)."""
+    """Deny a network-bound principal calling from outside its networks, from nowhere, or from
+    an address ``normalize_client_ip`` refuses (fail closed)."""
     if not principal.networks:
         return
     if client_ip is None:
         deny(Reason.NO_CLIENT_ADDRESS)
-    address = normalize_client_ip(client_ip)
+    address = _normalized_or_none(client_ip)
+    if address is None:
+        deny(Reason.BAD_CLIENT_ADDRESS)
     if not any(address in network for network in principal.networks):
         deny(Reason.NETWORK_NOT_ALLOWED)
+
+
+def _normalized_or_none(address: ClientAddress) -> ClientAddress | None:
+    try:
+        return normalize_client_ip(address)
+    except InvalidInputError:
+        return None
 
 
 def check_mfa_fresh(principal: Principal, now: datetime, max_age: timedelta) -> None:

@@ -137,7 +137,9 @@ class Check:
 
 
 def rate_check(scope: Scope, subject: str, rule: Rate) -> Check:
-    return Check(scope, f"{scope.value}:{subject}", rule)
+    """The check of ``rule`` for ``subject``. The rule is part of the key: a stored TAT means
+    nothing under another interval or burst, so a changed rule starts from rest."""
+    return Check(scope, f"{scope.value}:{rule.interval_us}/{rule.burst}:{subject}", rule)
 
 
 def quota_check(subject: str, rule: Quota, now_us: int) -> Check:

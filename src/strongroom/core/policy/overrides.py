@@ -20,7 +20,6 @@ out; ``from_dict`` is strict (unknown keys, wrong types, out-of-range values rai
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +28,7 @@ from typing import Any, Final, Protocol
 
 from strongroom.core.identity.principal import PRINCIPAL_ID_RE
 from strongroom.core.policy.limits import Quota, QuotaPeriod, Rate
+from strongroom.core.policy.network import parse_networks
 from strongroom.core.registry.model import MODEL_NAME_RE
 from strongroom.errors import InvalidInputError
 
@@ -137,10 +137,7 @@ def _networks(values: object) -> tuple[str, ...]:
     for item in items:
         if not isinstance(item, str) or not item.isascii() or len(item) > 64:  # noqa: PLR2004
             raise InvalidInputError("deny_networks holds CIDR strings")
-        try:
-            network = ipaddress.ip_network(item, strict=True)
-        except ValueError:
-            raise InvalidInputError("deny_networks holds CIDRs without host bits") from None
+        (network,) = parse_networks((item,))
         canonical.append(str(network))
     return tuple(sorted(set(canonical)))
 

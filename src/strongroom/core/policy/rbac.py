@@ -62,6 +62,7 @@ class Action(StrEnum):
     MODEL_ROLLBACK = "model.rollback"
     MODEL_PREDICT = "model.predict"
     MODEL_VERIFY = "model.verify"
+    MODEL_LIMIT = "model.limit"  # rate limits, quotas and queue bound of a model
     AUDIT_READ = "audit.read"
     AUDIT_VERIFY = "audit.verify"
     PRINCIPAL_READ = "principal.read"
@@ -88,6 +89,7 @@ STEP_UP: Final[Mapping[Action, StepUpClass]] = MappingProxyType(
     {
         Action.MODEL_PROMOTE: StepUpClass.STAGE_CHANGE,
         Action.MODEL_ROLLBACK: StepUpClass.STAGE_CHANGE,
+        Action.MODEL_LIMIT: StepUpClass.STAGE_CHANGE,
         Action.KEY_ROTATE: StepUpClass.ADMINISTRATION,
         Action.CREDENTIAL_MANAGE: StepUpClass.ADMINISTRATION,
         Action.PRINCIPAL_MANAGE: StepUpClass.ADMINISTRATION,
@@ -115,9 +117,17 @@ ROLE_ACTIONS: Final[Mapping[Role, frozenset[Action]]] = MappingProxyType(
         Role.MODEL_OWNER: frozenset(
             {_A.MODEL_READ, _A.MODEL_PUSH, _A.MODEL_VERIFY, _A.SERVER_READ}
         ),
-        # Changes stages (with MFA); may verify what it is about to promote; cannot push.
+        # Changes stages and how a model is served (limits), with MFA; may verify what it is
+        # about to promote; cannot push.
         Role.DEPLOYER: frozenset(
-            {_A.MODEL_READ, _A.MODEL_VERIFY, _A.MODEL_PROMOTE, _A.MODEL_ROLLBACK, _A.SERVER_READ}
+            {
+                _A.MODEL_READ,
+                _A.MODEL_VERIFY,
+                _A.MODEL_PROMOTE,
+                _A.MODEL_ROLLBACK,
+                _A.MODEL_LIMIT,
+                _A.SERVER_READ,
+            }
         ),
         # Calls models and reads their metadata (the OIP needs it to build requests).
         Role.PREDICTOR: frozenset({_A.MODEL_READ, _A.MODEL_PREDICT, _A.SERVER_READ}),

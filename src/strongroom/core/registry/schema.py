@@ -4,6 +4,16 @@ The schema goes into the signed manifest, so it has one canonical dict form (``t
 key order, bounds as JSON numbers, categories sorted) and one strict parser (``from_dict``:
 unknown keys, wrong types, NaN/inf bounds, ``min > max``, duplicate or odd names, more than
 ``MAX_FEATURES`` features all raise ``InvalidInputError`` naming the offending feature).
+The optional keys ``max_length`` and ``text`` (string features only) are emitted only when set,
+so schemas that do not use them keep the exact canonical bytes, and manifest digests, they had
+before those keys existed.
+
+What the keys mean at serving time (``core.detectors.inputs`` enforces them): ``min``/``max``
+bound every value, inclusively; ``categories`` is the closed set of a string feature's values;
+``nullable`` lets a numeric feature carry NaN (the usual missing-value encoding of tree models)
+and a string feature be empty, while infinities are never accepted; ``max_length`` caps a
+string's length in characters (``MAX_STRING_LENGTH`` when unset); ``text`` marks free text,
+which is also screened for injection payloads (``core.policy.inputs``).
 
 Two layouts, chosen by ``tensor_name``:
 
@@ -43,6 +53,8 @@ MAX_FEATURES = 10_000
 MAX_NAME_LENGTH = 256
 MAX_CATEGORIES = 1024
 MAX_CATEGORY_LENGTH = 256
+MAX_STRING_LENGTH = 65536
+"""The largest ``max_length``, and the length limit of a string feature that sets none."""
 INFERRED_CATEGORY_LIMIT = 64
 """A CSV string column becomes categorical only with at most this many distinct values, each
 seen at least twice on average (a column of unique values is free text or an identifier)."""
@@ -55,7 +67,9 @@ _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _INT_RE = re.compile(r"[+-]?[0-9]{1,19}")
 _BOOL_WORDS = frozenset({"true", "false", "0", "1"})
 _TOP_KEYS = frozenset({"version", "tensor_name", "features"})
-_FEATURE_KEYS = frozenset({"name", "dtype", "min", "max", "categories", "nullable"})
+_FEATURE_KEYS = frozenset(
+    {"name", "dtype", "min", "max", "categories", "max_length", "text", "nullable"}
+)
 _DATATYPE_TO_DTYPE: MappingProxyType[str, str] = MappingProxyType(
     {
         "FP16": "float32",
@@ -122,9 +136,21 @@ def _check_categories(value: object, feature: str) -> tuple[str, ...] | None:
     return tuple(sorted(value))
 
 
+def _check_max_length(value: object, feature: str, categories: tuple[str, ...] | None) -> None:
+    if value is None:
+        return
+    if type(value) is not int or not 1 <= value <= MAX_STRING_LENGTH:
+        raise InvalidInputError(
+            f"feature {feature!r}: max_length must be an integer from 1 to {MAX_STRING_LENGTH}"
+        )
+    if categories is not None and any(len(c) > value for c in categories):
+        raise InvalidInputError(f"feature {feature!r}: a category is longer than max_length")
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureSpec:
-    """One feature. Bounds apply to numeric dtypes only, categories to ``string`` only."""
+    """One feature. Bounds apply to numeric dtypes only; categories, ``max_length`` and
+    ``text`` to ``string`` only (see the module docstring for what each means when serving)."""
 
     name: str
     dtype: str
@@ -132,6 +158,8 @@ class FeatureSpec:
     maximum: float | None = None
     categories: tuple[str, ...] | None = None
     nullable: bool = False
+    max_length: int | None = None
+    text: bool = False
 
     def __post_init__(self) -> None:
         name = _check_name(self.name, "feature name")
@@ -150,6 +178,11 @@ class FeatureSpec:
             raise InvalidInputError(f"feature {name!r}: categories need dtype 'string'")
         if not isinstance(self.nullable, bool):
             raise InvalidInputError(f"feature {name!r}: nullable must be true or false")
+        _check_max_length(self.max_length, name, categories)
+        if not isinstance(self.text, bool):
+            raise InvalidInputError(f"feature {name!r}: text must be true or false")
+        if (self.max_length is not None or self.text) and self.dtype != "string":
+            raise InvalidInputError(f"feature {name!r}: max_length and text need dtype 'string'")
         object.__setattr__(self, "minimum", lo)
         object.__setattr__(self, "maximum", hi)
         object.__setattr__(self, "categories", categories)
@@ -162,6 +195,10 @@ class FeatureSpec:
             out["max"] = self.maximum
         if self.categories is not None:
             out["categories"] = list(self.categories)
+        if self.max_length is not None:  # only when set: older schemas keep their exact bytes
+            out["max_length"] = self.max_length
+        if self.text:
+            out["text"] = True
         out["nullable"] = self.nullable
         return out
 
@@ -181,6 +218,8 @@ class FeatureSpec:
             maximum=data.get("max"),
             categories=data.get("categories"),
             nullable=data.get("nullable", False),
+            max_length=data.get("max_length"),
+            text=data.get("text", False),
         )
 
 

@@ -18,6 +18,7 @@ from strongroom.entrypoints.cli import (
     accounts,
     audit,
     keys,
+    limits,
     maintenance,
     models,
     principals,
@@ -41,6 +42,7 @@ app.add_typer(maintenance.app, name="registry")
 app.add_typer(audit.app, name="audit")
 app.add_typer(principals.app, name="principal")
 app.add_typer(principals.apikeys, name="apikey")
+app.add_typer(limits.app, name="limits")
 
 
 @app.callback()

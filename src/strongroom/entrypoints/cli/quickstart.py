@@ -167,8 +167,15 @@ def _reference_csv(rows: Any) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(FEATURES)
-    writer.writerows([f"{v:.6g}" for v in row] for row in rows)
+    writer.writerows([f"{v:.9g}" for v in row] for row in rows)  # float32 round-trips exactly
     return buffer.getvalue().encode("utf-8")
+
+
+def _within(rows: Any, reference: Any) -> Any:
+    """The rows inside the reference sample's ranges: the schema inferred from that sample
+    refuses any other (a test row may lie beyond the training sample's extremes)."""
+    inside = ((rows >= reference.min(axis=0)) & (rows <= reference.max(axis=0))).all(axis=1)
+    return rows[inside]
 
 
 def _publish(
@@ -220,7 +227,8 @@ def quickstart(
 
     model, x_train, x_test, metrics = _train(rows, seed)
     onnx_bytes = _to_onnx(model)
-    reference = _reference_csv(x_train[:1000])
+    reference_rows = x_train[:1000]
+    reference = _reference_csv(reference_rows)
     (work / "fraud.onnx").write_bytes(onnx_bytes)
     (work / "reference.csv").write_bytes(reference)
     out.note(f"trained a logistic-regression fraud model: {metrics}")
@@ -250,7 +258,7 @@ def quickstart(
     out.note(f"pushed and promoted {MODEL_NAME} v{version} to production")
 
     loaded = registry.load_model(MODEL_NAME)
-    sample = x_test[:5]
+    sample = _within(x_test, reference_rows)[:5]
     served = loaded.predict({"input": sample})["probabilities"][:, 1]
     expected = model.predict_proba(sample)[:, 1]
     agree = bool(abs(served - expected).max() < PREDICTION_TOLERANCE)
@@ -290,7 +298,7 @@ def _request_json(rows: Any) -> bytes:
                 "name": "input",
                 "datatype": "FP32",
                 "shape": list(rows.shape),
-                "data": [round(float(v), 6) for v in rows.ravel()],
+                "data": [float(f"{v:.9g}") for v in rows.ravel()],  # exact as FP32
             }
         ]
     }

@@ -24,6 +24,7 @@ from strongroom.entrypoints.http.openapi import build_document
 from strongroom.entrypoints.http.operations import OPERATIONS, api_info
 from strongroom.entrypoints.http.routes.audit_admin import AuditAdminRoutes
 from strongroom.entrypoints.http.routes.identity_admin import IdentityAdminRoutes
+from strongroom.entrypoints.http.routes.limits_admin import LimitsAdminRoutes
 from strongroom.entrypoints.http.routes.registry_admin import RegistryAdminRoutes
 from strongroom.entrypoints.http.routes.session import SessionRoutes
 
@@ -56,5 +57,6 @@ def admin_routes(parts: ServerParts) -> list[BaseRoute]:
         *IdentityAdminRoutes(parts).routes(),
         *SessionRoutes(parts).routes(),
         *AuditAdminRoutes(parts).routes(),
+        *LimitsAdminRoutes(parts).routes(),
         Route("/v1/openapi.json", openapi.serve, methods=["GET"]),
     ]

@@ -27,22 +27,26 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Router
+from starlette.routing import BaseRoute
 
 from strongroom import bootstrap
+from strongroom.bootstrap import guard as bootstrap_guard
 from strongroom.config import Settings, load_settings
 from strongroom.core.audit.record import AuditEvent, AuditRecord, DetailValue, Outcome
 from strongroom.core.policy.conditions import StepUpSettings
+from strongroom.core.policy.network import ClientResolver, NetworkRules
 from strongroom.core.types import Clock
 from strongroom.entrypoints.http.access import Access, BearerVerifier
 from strongroom.entrypoints.http.guard import ASGIApp, Guard, GuardSettings, Receive, Scope, Send
 from strongroom.entrypoints.http.routes.inference import InferenceRoutes
+from strongroom.entrypoints.http.routing import Router
 from strongroom.errors import AuditUnavailableError
 from strongroom.services.audit import AuditWriter
 from strongroom.services.identity import IdentityService
 from strongroom.services.inference import ModelHost
 from strongroom.services.lifecycle import LifecycleService
 from strongroom.services.registry import RegistryService
+from strongroom.services.request_limits import RequestLimits
 
 if TYPE_CHECKING:  # built by bootstrap; the HTTP layer only calls it
     from strongroom.adapters.identity.token_issuer import TokenIssuer
@@ -215,6 +219,10 @@ class ServerParts:
     on_close: list[Callable[[], None]] = field(default_factory=list)
     routes: list[BaseRoute] = field(default_factory=list)
     """Routes beyond the inference protocol (``/v1``), added by ``admin_routes``."""
+    limits: RequestLimits | None = None
+    """Rate limits, quotas and load shedding; None with ``unsafe_no_request_guard``."""
+    resolver: ClientResolver = field(default_factory=ClientResolver)
+    network: NetworkRules | None = None
 
 
 def build_parts(settings: Settings) -> ServerParts:
@@ -228,6 +236,8 @@ def build_parts(settings: Settings) -> ServerParts:
         stage_change=timedelta(seconds=settings.mfa_max_age_s),
         administration=timedelta(seconds=settings.mfa_max_age_s),
     )
+    limits = bootstrap_guard.build_request_limits(settings)
+    resolver, network = bootstrap_guard.build_network(settings)
     access = Access(
         identity=identity,
         tokens=verifier,
@@ -235,6 +245,7 @@ def build_parts(settings: Settings) -> ServerParts:
         clock=bootstrap.utc_now,
         step_up=step_up,
         blocking_store=bootstrap.identity_store_is_remote(settings),
+        limits=limits,
     )
     return ServerParts(
         settings=settings,
@@ -249,6 +260,9 @@ def build_parts(settings: Settings) -> ServerParts:
         token_issuer=issuer,
         audit_service=container.audit.service,
         on_close=[container.audit.close],
+        limits=limits,
+        resolver=resolver,
+        network=network,
     )
 
 
@@ -270,6 +284,7 @@ def build_app(parts: ServerParts) -> ASGIApp:
         input_key=parts.input_key,
         max_rows=settings.max_batch_rows,
         ready=parts.audit.healthy,
+        validate_inputs=not settings.unsafe_no_request_guard,
     )
     router = Router(
         routes=[*inference.routes(), *parts.routes],
@@ -282,6 +297,8 @@ def build_app(parts: ServerParts) -> ASGIApp:
             max_body_bytes=settings.max_body_bytes,
             max_upload_bytes=settings.max_upload_bytes,
             body_timeout_s=settings.body_timeout_s,
+            resolver=parts.resolver,
+            network=parts.network,
         ),
         confirm=parts.audit.confirm,
         healthy=parts.audit.healthy,
@@ -313,14 +330,22 @@ def _lifespan(parts: ServerParts) -> Callable[[Any], contextlib.AbstractAsyncCon
         details: dict[str, DetailValue] = {"tls": not settings.unsafe_plaintext}
         if settings.unsafe_plaintext:
             details["unsafe_plaintext"] = True
+        if parts.limits is None:
+            _LOG.warning(
+                "unsafe_no_request_guard is set: no rate limits, quotas, input schema checks"
+                " or load shedding"
+            )
+            details["unsafe_no_request_guard"] = True
         await asyncio.to_thread(parts.audit.record, _server_event(parts, "server.start", details))
         await asyncio.to_thread(parts.host.refresh)
+        if parts.limits is not None:
+            await asyncio.to_thread(parts.limits.refresh)
         # Everything built so far (runtimes, models, SQLAlchemy, the routes) lives as long as
         # the process: keep it out of the cyclic collector's scans, whose full passes over
         # that heap otherwise stall every request in flight for tens of milliseconds.
         gc.collect()
         gc.freeze()
-        refresher = asyncio.create_task(_keep_models_fresh(parts.host, settings.model_refresh_s))
+        refresher = asyncio.create_task(_keep_fresh(parts, settings.model_refresh_s))
         try:
             yield
         finally:
@@ -331,14 +356,24 @@ def _lifespan(parts: ServerParts) -> Callable[[Any], contextlib.AbstractAsyncCon
                 await asyncio.to_thread(parts.audit.record, _server_event(parts, "server.stop", {}))
             for close in parts.on_close:
                 await asyncio.to_thread(close)
+            if parts.limits is not None:
+                await parts.limits.close()
 
     return lifespan
 
 
-async def _keep_models_fresh(host: ModelHost, interval: float) -> None:
+async def _keep_fresh(parts: ServerParts, interval: float) -> None:
+    """Keep warm models and guard overrides in line with the database (other workers and
+    replicas change them too)."""
     while True:
         await asyncio.sleep(interval)  # a period, not synchronisation
         try:
-            await asyncio.to_thread(host.refresh)
+            await asyncio.to_thread(parts.host.refresh)
         except Exception:  # noqa: BLE001 - keep refreshing; the error is logged
             _LOG.exception("model refresh failed; serving the models already loaded")
+        if parts.limits is None:
+            continue
+        try:
+            await asyncio.to_thread(parts.limits.refresh)
+        except Exception:  # noqa: BLE001 - keep the overrides already loaded
+            _LOG.exception("guard override refresh failed; keeping the overrides loaded")

@@ -35,9 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from strongroom.core.audit.record import AuditEvent, AuditRecord, DetailValue, Outcome, bounded_text
+from strongroom.core.policy.conditions import denial_reason
+from strongroom.core.policy.network import ClientResolver, NetworkRules, ResolvedClient
 from strongroom.core.types import Clock
 from strongroom.entrypoints.http import problems
-from strongroom.errors import AuditUnavailableError, StrongroomError
+from strongroom.errors import AuditUnavailableError, ForbiddenError, StrongroomError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,6 +53,8 @@ AuditConfirm = Callable[[AuditEvent], "asyncio.Future[AuditRecord]"]
 REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _ACTION_RE: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
 LOG_KEY: Final = "strongroom.log"
+CLIENT_KEY: Final = "strongroom.client"
+"""The ``ResolvedClient`` of the request (``access.client_ip`` reads it)."""
 _LOG: Final = logging.getLogger("strongroom.http")
 
 _BASE_HEADERS: Final = (
@@ -77,6 +81,16 @@ class RequestLog:
     input_hmac: str | None = None
     reason: str | None = None
     details: dict[str, DetailValue] = field(default_factory=dict)
+    headers: list[tuple[bytes, bytes]] | None = None
+    """Extra response headers (``RateLimit-*``), added by the guard to whatever is sent."""
+    releases: list[Callable[[], None]] | None = None
+    """Slots taken for this request (load shedding), given back when the exchange ends."""
+
+    def on_exit(self, release: Callable[[], None]) -> None:
+        if self.releases is None:
+            self.releases = [release]
+        else:
+            self.releases.append(release)
 
 
 def request_log(scope: Scope) -> RequestLog:
@@ -99,6 +113,10 @@ class GuardSettings:
     max_upload_bytes: int
     body_timeout_s: float
     upload_paths: re.Pattern[str] = re.compile(r"^/v1/models/[^/]+/versions$")
+    resolver: ClientResolver = field(default_factory=ClientResolver)
+    """Who the client is: the transport peer, or what trusted proxies say it is."""
+    network: NetworkRules | None = None
+    """Global allow and deny lists, checked before any route runs (None: off)."""
 
 
 class BodyTooLarge(Exception):  # noqa: N818 - control flow inside the guard
@@ -153,6 +171,7 @@ class _Exchange:
         self.body_complete = self.expired = self.waiting = False
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[Any] | None = None
+        self.client: ResolvedClient | None = None
         path = scope.get("path", "")
         self.log = RequestLog(
             request_id=_request_id(scope),
@@ -172,6 +191,9 @@ class _Exchange:
             await self.exchange()
         finally:
             self.disarm()
+            if self.log.releases:
+                for release in self.log.releases:
+                    release()
 
     async def exchange(self) -> None:
         if not self.guard._healthy():  # noqa: SLF001
@@ -179,6 +201,11 @@ class _Exchange:
             # issued) happens while it cannot be recorded. (The record of this refusal fails
             # too, which the writer counts for its outage record; the client gets 503.)
             await self.answer(problems.AUDIT_UNAVAILABLE)
+            return
+        try:
+            self.admit_client()
+        except StrongroomError as exc:  # a malformed proxy header (400), a denied network (403)
+            await self.answer(problems.problem_for(exc))
             return
         declared = _content_length(self.scope)
         if declared is not None and declared > self.limit:
@@ -204,6 +231,24 @@ class _Exchange:
                 _LOG.error("error after the response started", exc_info=exc)
                 return
             await self.answer(problems.problem_for(exc))
+
+    def admit_client(self) -> None:
+        """Resolve the client's address (once, for every later check and the audit record) and
+        apply the global network rules to it."""
+        settings = self.guard._settings  # noqa: SLF001
+        peer = self.scope.get("client")
+        client = settings.resolver.resolve(
+            None if not peer else str(peer[0]), self.scope.get("headers", ())
+        )
+        self.client = client
+        self.scope[CLIENT_KEY] = client
+        if settings.network is not None:
+            try:
+                settings.network.check(client.address)
+            except ForbiddenError as exc:
+                reason = denial_reason(exc)
+                self.log.details["denial"] = reason.value if reason else "forbidden"
+                raise
 
     async def answer_unless_started(self, problem: problems.Problem) -> None:
         if not self.response_started:
@@ -308,6 +353,8 @@ class _Exchange:
     def headers(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         present = {name.lower() for name, _ in headers}
         headers.extend(h for h in _BASE_HEADERS if h[0] not in present)
+        if self.log.headers:
+            headers.extend(h for h in self.log.headers if h[0] not in present)
         if self.scope.get("scheme") == "https":
             headers.append(_HSTS)
         headers.append((b"x-request-id", self.log.request_id.encode("ascii")))
@@ -336,9 +383,9 @@ class _Exchange:
 
     def event(self, status: int) -> AuditEvent:
         log = self.log
-        client = self.scope.get("client")
         details = dict(log.details)
         details["status"] = status
+        client_address = self.client_address(details)
         return AuditEvent(
             time=self.time,
             principal=log.principal,
@@ -349,11 +396,23 @@ class _Exchange:
             reason=log.reason if status >= 400 else None,  # noqa: PLR2004
             model_version=log.model_version,
             manifest_digest=log.manifest_digest,
-            client_address=bounded_text(str(client[0]), 128) if client else None,
+            client_address=client_address,
             input_hmac=log.input_hmac,
             latency_us=(time.perf_counter_ns() - self.started_ns) // 1000,
             details=details,
         )
+
+
+    def client_address(self, details: dict[str, DetailValue]) -> str | None:
+        """The address the record names: the resolved client (and, when a proxy named it, the
+        proxy as ``peer``), else the raw transport peer (e.g. a form the resolver refused)."""
+        client = self.client
+        if client is not None and client.address is not None:
+            if client.forwarded and client.peer is not None:
+                details["peer"] = client.peer.compressed
+            return client.address.compressed
+        peer = self.scope.get("client")
+        return bounded_text(str(peer[0]), 128) if peer else None
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:

@@ -7,15 +7,20 @@ tensor extension (``Inference-Header-Content-Length`` plus raw little-endian ten
 
 Strictness (every violation is an ``InvalidInputError`` naming the field, answered 400):
 
-* The body is one JSON object; unknown members of the request and of each input are refused;
-  ``parameters`` objects are open (the protocol extends them) but hold scalars only.
+* The body is one JSON object (UTF-8, no byte order mark, at most ``orjson``'s nesting depth);
+  unknown members of the request and of each input are refused; ``parameters`` objects are
+  open (the protocol extends them) but hold scalars only. A member name given twice in any
+  object is refused rather than resolved (``orjson`` would keep the last one silently, and
+  another parser in front of the server might have kept the first): see ``_refuse_duplicates``.
 * Input names are unique and exactly the model's inputs; each datatype is the model's; a shape
   has the model's rank and its fixed dimensions; the batch (first dimension) is 1 to
   ``max_rows`` and the same for every input; the element count matches the shape.
 * Elements have exactly the declared JSON type: numbers for FP32/FP64 (an integer is a valid
   number, a boolean or string is not), integers in the int64 range for INT64, ``true``/``false``
   for BOOL, strings for BYTES. NaN and infinities are refused (JSON cannot carry them, and a
-  finite FP64 number that overflows FP32 is refused too).
+  finite FP64 number that overflows FP32 is refused too). Binary tensors can carry them:
+  infinities are refused; NaN too, unless the caller checks the input schema next (where a
+  ``nullable`` feature accepts NaN as "missing").
 * Binary tensors must account for every byte of the body, with the exact size their datatype
   and shape imply.
 """
@@ -23,6 +28,7 @@ Strictness (every violation is an ``InvalidInputError`` naming the field, answer
 from __future__ import annotations
 
 import functools
+import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -34,7 +40,7 @@ import numpy as np
 import orjson
 
 from strongroom.core.registry.runtime import ModelSignature, TensorSpec
-from strongroom.errors import InvalidInputError
+from strongroom.errors import InvalidInputError, UnsupportedMediaTypeError
 
 SUPPORTED_DATATYPES: Final = frozenset({"FP32", "FP64", "INT64", "INT32", "BOOL", "BYTES"})
 MAX_BYTES_ELEMENT: Final = 64 * 1024
@@ -50,6 +56,15 @@ _NUMPY: Final[Mapping[str, Any]] = {
     "INT32": np.dtype("<i4"),
     "BOOL": np.dtype("?"),
 }
+MEDIA_TYPES: Final = frozenset(
+    {b"application/json", b"application/octet-stream", b"application/x-www-form-urlencoded"}
+)
+"""``Content-Type`` values an ``/infer`` body may declare (or none at all). ``tritonclient.http``
+sends none, ``tritonclient.http.aio`` (aiohttp) and KServe's client send
+``application/octet-stream`` for binary tensors (aiohttp for JSON too), KServe's client sends
+none for JSON, and ``curl -d`` (as in Triton's, KServe's and this project's examples) sends
+``application/x-www-form-urlencoded``: the body is recognised by its content, and these labels
+are tolerated; any other type (``text/plain``, XML, multipart, ...) is refused with 415."""
 _REQUEST_KEYS: Final = frozenset({"id", "parameters", "inputs", "outputs"})
 _INPUT_KEYS: Final = frozenset({"name", "shape", "datatype", "data", "parameters"})
 _OUTPUT_KEYS: Final = frozenset({"name", "parameters"})
@@ -105,6 +120,26 @@ def _parameters(value: object, what: str) -> dict[str, Any]:
     return value
 
 
+def check_media_type(content_type: bytes | None) -> None:
+    """Refuse (415) an ``/infer`` body labelled with a media type none of the supported
+    clients sends (see ``MEDIA_TYPES``), or with a charset other than UTF-8."""
+    if content_type is None or content_type == b"application/json":
+        return
+    kind, _, parameters = content_type.partition(b";")
+    kind = kind.strip().lower()
+    if kind and kind not in MEDIA_TYPES:
+        raise UnsupportedMediaTypeError(
+            "the request body must be application/json or application/octet-stream"
+        )
+    for parameter in parameters.split(b";"):
+        name, _, value = parameter.partition(b"=")
+        if name.strip().lower() == b"charset" and value.strip().strip(b'"').lower() not in {
+            b"utf-8",
+            b"utf8",
+        }:
+            raise UnsupportedMediaTypeError("the request body must be encoded as UTF-8")
+
+
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     """The JSON part and the binary part of an ``/infer`` body."""
     if header_length is None:
@@ -119,14 +154,24 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
 
 
 def decode_infer_request(
-    body: bytes, header_length: str | None, signature: ModelSignature, *, max_rows: int
+    body: bytes,
+    header_length: str | None,
+    signature: ModelSignature,
+    *,
+    max_rows: int,
+    nan_checked_later: bool = False,
 ) -> InferRequest:
+    """Decode and check an ``/infer`` body (see the module docstring). Binary FP tensors may
+    carry NaN only with ``nan_checked_later``: the model's input schema then decides (a
+    ``nullable`` feature accepts it); infinities are refused either way."""
     json_part, binary = split_body(body, header_length)
     try:
         document = orjson.loads(json_part)
     except orjson.JSONDecodeError:
         raise _bad("the body is not valid JSON") from None
     request = _object(document, "the request", _REQUEST_KEYS)
+    if _counted_members(request) != json_part.count(b":"):
+        _refuse_duplicates(json_part)
     request_id = request.get("id")
     if request_id is not None and (
         not isinstance(request_id, str) or len(request_id) > MAX_ID_CHARS
@@ -139,7 +184,7 @@ def decode_infer_request(
     specs = _input_specs(signature)
     if len(raw_inputs) != len(specs):
         raise _bad(f"the model takes {len(specs)} input(s): {', '.join(sorted(specs))}")
-    decoder = _TensorDecoder(binary, max_rows)
+    decoder = _TensorDecoder(binary, max_rows, allow_nan=nan_checked_later)
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     for index, raw in enumerate(raw_inputs):
         name, array = decoder.decode(raw, index, specs)
@@ -151,6 +196,53 @@ def decode_infer_request(
     binary_default = params.get("binary_data_output") is True
     outputs = _requested_outputs(request.get("outputs"), signature)
     return InferRequest(request_id, inputs, decoder.rows or 0, outputs, binary_default)
+
+
+def _counted_members(request: dict[str, Any]) -> int:
+    """The members of the objects a valid request has: the request, the inputs, the requested
+    outputs and their ``parameters``.
+
+    Every member of every object in the body has one ``:`` before its value, and the other
+    ``:`` are inside strings, so this count equals the body's number of ``:`` exactly when no
+    object lost a duplicate member in parsing, no other object exists and no string holds a
+    ``:``. That is the common case, decided in a few hundred nanoseconds; any other body takes
+    the strict parse of ``_refuse_duplicates``.
+    """
+    count = len(request)
+    params = request.get("parameters")
+    if type(params) is dict:
+        count += len(params)
+    for group in (request.get("inputs"), request.get("outputs")):
+        if type(group) is list:
+            for item in group:
+                if type(item) is dict:
+                    count += len(item)
+                    params = item.get("parameters")
+                    if type(params) is dict:
+                        count += len(params)
+    return count
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise _DuplicateMemberError
+    return members
+
+
+class _DuplicateMemberError(Exception):
+    pass
+
+
+def _refuse_duplicates(json_part: bytes) -> None:
+    """Refuse a body (already parsed by ``orjson``, so valid UTF-8 JSON) in which some object
+    names a member twice, with the standard library's parser, which shows every pair."""
+    try:
+        json.loads(json_part.decode("utf-8"), object_pairs_hook=_unique_members)
+    except _DuplicateMemberError:
+        raise _bad("a JSON object in the body names a member twice") from None
+    except (RecursionError, ValueError):  # deeper than the stdlib parser goes: not a request
+        raise _bad("the body is not valid JSON") from None
 
 
 @functools.lru_cache(maxsize=256)
@@ -183,7 +275,8 @@ def _requested_outputs(
 class _TensorDecoder:
     """Decodes inputs one by one, tracking the batch size and the binary offset."""
 
-    def __init__(self, binary: memoryview, max_rows: int) -> None:
+    def __init__(self, binary: memoryview, max_rows: int, *, allow_nan: bool) -> None:
+        self.allow_nan = allow_nan
         self.binary = binary
         self.offset = 0
         self.max_rows = max_rows
@@ -247,7 +340,11 @@ class _TensorDecoder:
         if datatype == "BOOL":
             if not np.all(np.frombuffer(chunk, dtype=np.uint8) <= 1):
                 raise _bad(f"{where}: BOOL bytes must be 0 or 1")
-        elif datatype.startswith("FP") and not np.all(np.isfinite(array)):
+        elif (
+            datatype.startswith("FP")
+            and not np.all(np.isfinite(array))
+            and (not self.allow_nan or np.any(np.isinf(array)))
+        ):
             raise _bad(f"{where}: NaN and infinities are not accepted")
         return array
 

@@ -91,7 +91,7 @@ class Operation:
         """Every status this operation can answer, sorted."""
         automatic: set[int] = set(ALWAYS)
         if self.auth is not Auth.NONE:
-            automatic |= {401, 403}
+            automatic |= {401, 403, 429}  # 429: rate limits, quotas, failed attempts
         if self.body is not None and self.body.checks_media_type:
             automatic.add(415)
         return tuple(sorted({*self.replies, *automatic, *self.errors}))

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
+from strongroom.entrypoints.http import limit_schemas as ls
 from strongroom.entrypoints.http import oip_schemas as oip
 from strongroom.entrypoints.http import schemas as s
 from strongroom.entrypoints.http.bodies import FORM, MULTIPART
@@ -26,8 +27,9 @@ PATH_PARAMETERS: Final = {
     "id": Parameter(s.PRINCIPAL_ID_PATTERN, "Principal id: user:<name> or svc:<name>."),
     "key_id": Parameter(r"^[a-z2-7]{12}$", "API key id (the part after sr_)."),
     "fingerprint": Parameter(
-        r"^[0-9A-Fa-f:]{64,95}$",
-        "SHA-256 of the client certificate's DER encoding, hex (colons allowed).",
+        r"^(?:[0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31})$",
+        "SHA-256 of the client certificate's DER encoding: 64 hex digits, or 32 pairs "
+        "separated by colons.",
     ),
 }
 
@@ -53,7 +55,14 @@ _PINNED = _MODEL + "/versions/{version}"
 _V1_MODEL = "/v1/models/{name}"
 _PRINCIPAL = "/v1/principals/{id}"
 _CERT = _PRINCIPAL + "/certificates/{fingerprint}"
-_INFER_BODY = Body(oip.InferRequest, extra_media_types=(OCTETS,), checks_media_type=False)
+_INFER_BODY = Body(oip.InferRequest, extra_media_types=(OCTETS,))
+_INFER_DESCRIPTION = (
+    "The body is the JSON request, alone (application/json) or followed by binary tensors "
+    "(Triton's binary tensor extension: application/octet-stream with the header "
+    "Inference-Header-Content-Length). The body is recognised by its content: a body without "
+    "Content-Type (tritonclient) or labelled application/x-www-form-urlencoded (curl -d) is "
+    "read the same way; any other media type, or a charset other than UTF-8, is refused (415)."
+)
 _INFER_REPLY = Reply(
     "Outputs; binary tensors follow the JSON part when requested.",
     oip.InferResponse,
@@ -79,6 +88,7 @@ def _inference() -> list[Operation]:
             Operation(
                 f"infer_{which}", "POST", path + "/infer", "Run the model", "inference", C,
                 {200: _INFER_REPLY}, "model.predict", body=_INFER_BODY, errors=_MODEL_ERRORS,
+                description=_INFER_DESCRIPTION,
             ),
         ]
     return [
@@ -207,7 +217,7 @@ def _auth() -> list[Operation]:
     return [
         Operation(
             "login", "POST", "/v1/auth/login", "Log in with password and TOTP", a, Auth.NONE,
-            {200: _ok(s.SessionOut)}, body=Body(s.LoginRequest), errors=(401,),
+            {200: _ok(s.SessionOut)}, body=Body(s.LoginRequest), errors=(401, 429),
         ),
         Operation(
             "stepUp", "POST", "/v1/auth/step-up", "Refresh the session's MFA with a TOTP code",
@@ -248,6 +258,39 @@ def _audit_and_meta() -> list[Operation]:
     ]
 
 
+def _limits() -> list[Operation]:
+    t = "limits"
+    principal = "/v1/limits/principals/{id}"
+    model = "/v1/limits/models/{name}"
+    return [
+        Operation(
+            "listLimits", "GET", "/v1/limits", "Guard defaults and every override", t, C,
+            {200: _ok(ls.LimitsOut)}, "principal.read",
+        ),
+        Operation(
+            "setPrincipalLimits", "PUT", principal,
+            "Set a principal's limits and denied networks (MFA step-up)", t, C,
+            {200: _ok(ls.GuardOverrideOut)}, "principal.manage",
+            body=Body(ls.GuardPolicyIn), errors=(404,),
+        ),
+        Operation(
+            "deletePrincipalLimits", "DELETE", principal,
+            "Back to the defaults for a principal (MFA step-up)", t, C,
+            {204: _ok(description="Removed")}, "principal.manage", errors=(404,),
+        ),
+        Operation(
+            "setModelLimits", "PUT", model, "Set a model's limits (MFA step-up)", t, C,
+            {200: _ok(ls.GuardOverrideOut)}, "model.limit",
+            body=Body(ls.GuardPolicyIn), errors=(404,),
+        ),
+        Operation(
+            "deleteModelLimits", "DELETE", model,
+            "Back to the defaults for a model (MFA step-up)", t, C,
+            {204: _ok(description="Removed")}, "model.limit", errors=(404,),
+        ),
+    ]
+
+
 # fmt: on
 
 OPERATIONS: Final = (
@@ -257,6 +300,7 @@ OPERATIONS: Final = (
     *_credentials(),
     *_auth(),
     *_audit_and_meta(),
+    *_limits(),
 )
 
 

@@ -41,6 +41,9 @@ from strongroom.errors import (
     KeyAccessError,
     MfaRequiredError,
     NotFoundError,
+    OverloadedError,
+    RateCounterUnavailableError,
+    RateLimitedError,
     SecurityError,
     SignatureError,
     StorageError,
@@ -118,6 +121,21 @@ _CLIENT_ERRORS: Final[tuple[tuple[type[StrongroomError], int], ...]] = (
 """Errors whose message is written for the caller, by status; the first match wins."""
 
 
+def rate_limited(error: RateLimitedError) -> Problem:
+    """429 with ``Retry-After`` and the ``RateLimit-*`` fields of the limit that refused."""
+    return Problem(
+        429,
+        error.code,
+        f"rate limit exceeded ({error.scope}); retry later",
+        (
+            ("retry-after", str(error.retry_after_s)),
+            ("ratelimit-limit", str(error.limit)),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-reset", str(error.reset_s)),
+        ),
+    )
+
+
 def _mfa(error: MfaRequiredError) -> Problem:
     challenge = (
         'Bearer realm="strongroom", error="insufficient_user_authentication", '
@@ -152,8 +170,16 @@ def _failed_check(error: SecurityError) -> Problem:
 def _infrastructure(error: StrongroomError) -> Problem:
     if isinstance(error, AuditUnavailableError):
         return AUDIT_UNAVAILABLE
+    if isinstance(error, OverloadedError):
+        retry = (("retry-after", str(error.retry_after_s)),)
+        return Problem(503, error.code, "too many requests in progress; retry later", retry)
     if isinstance(error, BusyError):
         return Problem(503, error.code, "too busy; retry later", (("retry-after", "1"),))
+    if isinstance(error, RateCounterUnavailableError):
+        _LOG.error("rate counter unavailable: %s", error)
+        return Problem(
+            503, error.code, "the rate limiter is unavailable", (("retry-after", RETRY_AFTER_S),)
+        )
     if isinstance(error, StorageError):
         _LOG.error("storage unavailable: %s", error)
         return Problem(
@@ -167,6 +193,8 @@ def problem_for(error: BaseException) -> Problem:
     """The problem for ``error``; unexpected errors are logged here (server side only)."""
     if isinstance(error, SecurityError):
         return _security(error)
+    if isinstance(error, RateLimitedError):
+        return rate_limited(error)
     if isinstance(error, StrongroomError):
         for kind, status in _CLIENT_ERRORS:
             if isinstance(error, kind):

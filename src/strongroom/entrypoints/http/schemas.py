@@ -14,13 +14,24 @@ are in ``oip_schemas`` (documentation only: ``oip`` parses those).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from ipaddress import ip_network
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from strongroom.core.audit.ports import MAX_READ_LIMIT
+from strongroom.core.audit.record import MAX_SAFE_INTEGER
+from strongroom.core.identity.passwords import MIN_PASSWORD_LENGTH
 from strongroom.core.identity.principal import MAX_GRANTS, MAX_NETWORKS, PrincipalKind, Role
 from strongroom.core.registry.model import MAX_REASON_LENGTH, Stage
 
@@ -28,9 +39,23 @@ PRINCIPAL_ID_PATTERN: Final = r"^(user|svc):[A-Za-z0-9][A-Za-z0-9._@+=:|-]{0,127
 USER_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._@+=:|-]{0,127}$"
 GRANT_PATTERN: Final = r"^[a-z0-9._*?-]{1,64}$"
 TOTP_PATTERN: Final = r"^[0-9]{6,8}$"
+NO_NUL_PATTERN: Final = r"^[^\x00]*$"
+"""Free text holds no NUL character (PostgreSQL cannot store one; ``bodies`` refuses it in
+every JSON body, and the patterns say so in the document)."""
+NO_CONTROL_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f]*$"
+"""No character of category Cc (what ``check_description`` refuses)."""
+REASON_PATTERN: Final = r"^[^\x00-\x1f]*[^\s\x00-\x1f\x85][^\x00-\x1f]*$"
+"""What ``check_reason`` accepts, or slightly less: no control character below U+0020 and at
+least one character that is not white space."""
+RFC3339_PATTERN: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
 MAX_PASSWORD_CHARS: Final = 1024
 MAX_ROTATION_GRACE_S: Final = 30 * 24 * 3600
 MAX_AUDIT_PAGE: Final = min(1000, MAX_READ_LIMIT)
+MAX_SEQ: Final = MAX_SAFE_INTEGER
+"""Largest ``after_seq``: the query is recorded in the request's own audit record, whose
+integers are I-JSON's (a larger one made that record, and so the request, fail with a 500)."""
 
 
 class RequestModel(BaseModel):
@@ -53,7 +78,19 @@ def _network(value: str) -> str:
         raise ValueError("must be a CIDR network such as 10.0.0.0/8 (host bits zero)") from None
 
 
-Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON_LENGTH)]
+def _rfc3339(value: object) -> object:
+    """Only RFC 3339 text is a time in a query string (pydantic would also read ``0.5`` or
+    ``1700000000`` as seconds since the epoch, which the document does not promise)."""
+    if isinstance(value, str) and not re.fullmatch(RFC3339_PATTERN, value):
+        raise ValueError("must be an RFC 3339 date-time with an offset")
+    return value
+
+
+Reason = Annotated[
+    str, Field(min_length=1, max_length=MAX_REASON_LENGTH, pattern=REASON_PATTERN)
+]
+Description = Annotated[str, Field(max_length=256, pattern=NO_CONTROL_PATTERN)]
+QueryTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 NetworkText = Annotated[str, Field(max_length=64), AfterValidator(_network)]
 TotpCode = Annotated[str, Field(pattern=TOTP_PATTERN)]
 
@@ -202,7 +239,7 @@ class PrincipalCreate(RequestModel):
     roles: list[Role] = Field(default=[], max_length=len(Role))
     grants: list[GrantBody] = Field(default=[], max_length=MAX_GRANTS)
     networks: list[NetworkText] = Field(default=[], max_length=MAX_NETWORKS)
-    description: str = Field(default="", max_length=256)
+    description: Description = ""
 
 
 class PrincipalUpdate(RequestModel):
@@ -212,7 +249,7 @@ class PrincipalUpdate(RequestModel):
     grants: list[GrantBody] | None = Field(default=None, max_length=MAX_GRANTS)
     networks: list[NetworkText] | None = Field(default=None, max_length=MAX_NETWORKS)
     disabled: bool | None = None
-    description: str | None = Field(default=None, max_length=256)
+    description: Description | None = None
 
     @model_validator(mode="after")
     def _something(self) -> PrincipalUpdate:
@@ -275,7 +312,13 @@ class CertificateOut(ResponseModel):
 
 
 class PasswordSet(RequestModel):
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    password: str = Field(
+        min_length=MIN_PASSWORD_LENGTH,
+        max_length=MAX_PASSWORD_CHARS,
+        pattern=NO_CONTROL_PATTERN,
+        description="The password policy also refuses common passwords, the user name and "
+        "the last 4 passwords (400).",
+    )
 
 
 # --- sessions and tokens --------------------------------------------------------------------------
@@ -283,7 +326,7 @@ class PasswordSet(RequestModel):
 
 class LoginRequest(RequestModel):
     user: str = Field(pattern=USER_NAME_PATTERN, description="The user name (id user:<name>).")
-    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS, pattern=NO_NUL_PATTERN)
     totp: TotpCode | None = None
 
 
@@ -344,14 +387,16 @@ class AuditRecordsQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    since: AwareDatetime | None = Field(None, description="Inclusive (RFC 3339 with offset).")
-    until: AwareDatetime | None = Field(None, description="Exclusive.")
-    principal: str | None = Field(None, max_length=1024)
-    action: str | None = Field(None, max_length=128)
+    since: QueryTime | None = Field(None, description="Inclusive (RFC 3339 with offset).")
+    until: QueryTime | None = Field(None, description="Exclusive.")
+    principal: str | None = Field(None, max_length=1024, pattern=NO_NUL_PATTERN)
+    action: str | None = Field(None, max_length=128, pattern=NO_NUL_PATTERN)
     outcome: Literal["allowed", "denied", "error"] | None = Field(
         None, description="Applied to the page the other filters select."
     )
-    after_seq: int = Field(-1, ge=-1, description="Page on: records after this sequence number.")
+    after_seq: int = Field(
+        -1, ge=-1, le=MAX_SEQ, description="Page on: records after this sequence number."
+    )
     limit: int = Field(100, ge=1, le=MAX_AUDIT_PAGE)
 
 

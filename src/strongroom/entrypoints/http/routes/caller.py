@@ -43,6 +43,7 @@ def require_standing(
     try:
         check_active(principal, context.now)
         check_network(principal, context.client_ip)
+        access.check_denied_networks(request, principal)
         if fresh_mfa is not None:
             check_mfa_fresh(principal, context.now, context.step_up.max_age(fresh_mfa))
     except ForbiddenError as exc:

@@ -78,7 +78,11 @@ class InferenceRoutes:
         input_key: bytes,
         max_rows: int,
         ready: Callable[[], bool],
+        validate_inputs: bool = True,
     ) -> None:
+        """``validate_inputs``: check every request against the version's input schema (off
+        only with ``unsafe_no_request_guard``)."""
+        self._validate_inputs = validate_inputs
         self._host = host
         self._access = access
         self._input_hmac = input_hasher(input_key)
@@ -144,6 +148,10 @@ class InferenceRoutes:
 
     async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         served = await self._served(ScopeView(scope), Action.MODEL_PREDICT)
+        admission = self._access.admission
+        if admission is not None:  # shed before the body is read, not after
+            request_log(scope).on_exit(admission.enter_model(served.name))
+        oip.check_media_type(header(scope, b"content-type"))
         body = await _read_body(receive)
         request_log(scope).input_hmac = self._input_hmac(body)
         length = header(scope, b"inference-header-content-length")
@@ -152,7 +160,10 @@ class InferenceRoutes:
             None if length is None else length.decode("latin-1"),
             served.signature,
             max_rows=self._max_rows,
+            nan_checked_later=self._validate_inputs,
         )
+        if self._validate_inputs:  # the version's input schema, before the model
+            served.check_inputs(decoded.inputs)
         if decoded.rows <= INLINE_ROWS:
             results = served.predict(decoded.inputs)
         else:

@@ -28,6 +28,7 @@ from starlette.routing import Route
 from strongroom.core.audit.record import bounded_text
 from strongroom.core.identity.principal import CredentialKind, PrincipalKind
 from strongroom.entrypoints.http import schemas
+from strongroom.entrypoints.http.access import client_ip
 from strongroom.entrypoints.http.app import ServerParts
 from strongroom.entrypoints.http.bodies import (
     FORM,
@@ -62,6 +63,7 @@ class SessionRoutes:
         self._identity = parts.identity
         self._issuer = parts.token_issuer
         self._password_checks = asyncio.Semaphore(MAX_CONCURRENT_PASSWORD_CHECKS)
+        self._limits = parts.limits
 
     def routes(self) -> list[Route]:
         return [
@@ -75,6 +77,10 @@ class SessionRoutes:
     async def login(self, request: Request) -> Response:
         log = request_log(request.scope)
         log.action, log.resource = "auth.login", "session"
+        if self._limits is not None:  # unauthenticated traffic: counted per client address
+            address = client_ip(request)
+            self._limits.check_address(address)
+            await self._limits.charge_address(address)
         body = await read_json(request, schemas.LoginRequest)
         user_id = f"user:{body.user}"
         log.principal = user_id

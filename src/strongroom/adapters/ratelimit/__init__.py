@@ -1,0 +1,1 @@
+"""Rate counters: implementations of ``core.policy.limits.RateCounter`` (in-process and Redis)."""
