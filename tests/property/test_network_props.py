@@ -15,10 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strongroom.core.policy.conditions import denial_reason
+from strongroom.core.policy.forwarded import ClientResolver, ResolvedClient
 from strongroom.core.policy.network import (
-    ClientResolver,
     NetworkRules,
-    ResolvedClient,
     parse_address,
     parse_address_or_none,
     parse_networks,

@@ -16,12 +16,14 @@ import pytest
 
 from address_forms import FORMS, TEREDO_10_0_0_1, Form
 from strongroom.core.policy.conditions import Reason, denial_reason
-from strongroom.core.policy.network import (
+from strongroom.core.policy.forwarded import (
     MAX_HOPS,
     MAX_PROXY_HEADER_BYTES,
     ClientResolver,
-    NetworkRules,
     ResolvedClient,
+)
+from strongroom.core.policy.network import (
+    NetworkRules,
     embedded_ipv4,
     parse_address,
     parse_address_or_none,

@@ -12,8 +12,9 @@ from typing import Final
 from strongroom.adapters.ratelimit.memory import MemoryRateCounter
 from strongroom.adapters.storage.guard_sql import SqlGuardOverrideStore
 from strongroom.config import LimitSettings, QuotaSettings, RateSettings, Settings
+from strongroom.core.policy.forwarded import ClientResolver
 from strongroom.core.policy.limits import Quota, QuotaPeriod, Rate, RateCounter
-from strongroom.core.policy.network import ClientResolver, NetworkRules, parse_networks
+from strongroom.core.policy.network import NetworkRules, parse_networks
 from strongroom.errors import ConfigurationError, InvalidInputError, MissingExtraError
 from strongroom.services.request_limits import LimitDefaults, OutagePolicy, RequestLimits
 

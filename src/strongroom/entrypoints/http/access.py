@@ -40,8 +40,9 @@ from strongroom.core.policy.conditions import (
     StepUpSettings,
     denial_reason,
 )
+from strongroom.core.policy.forwarded import ResolvedClient
 from strongroom.core.policy.limits import Verdict
-from strongroom.core.policy.network import ResolvedClient, parse_address_or_none
+from strongroom.core.policy.network import parse_address_or_none
 from strongroom.core.policy.rbac import Action, Decision, Resource, authorize
 from strongroom.core.types import Clock
 from strongroom.entrypoints.http.guard import CLIENT_KEY, Scope, header, request_log

@@ -34,7 +34,8 @@ from strongroom.bootstrap import guard as bootstrap_guard
 from strongroom.config import Settings, load_settings
 from strongroom.core.audit.record import AuditEvent, AuditRecord, DetailValue, Outcome
 from strongroom.core.policy.conditions import StepUpSettings
-from strongroom.core.policy.network import ClientResolver, NetworkRules
+from strongroom.core.policy.forwarded import ClientResolver
+from strongroom.core.policy.network import NetworkRules
 from strongroom.core.types import Clock
 from strongroom.entrypoints.http.access import Access, BearerVerifier
 from strongroom.entrypoints.http.guard import ASGIApp, Guard, GuardSettings, Receive, Scope, Send

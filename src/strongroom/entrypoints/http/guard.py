@@ -36,7 +36,8 @@ from typing import Any, Final
 
 from strongroom.core.audit.record import AuditEvent, AuditRecord, DetailValue, Outcome, bounded_text
 from strongroom.core.policy.conditions import denial_reason
-from strongroom.core.policy.network import ClientResolver, NetworkRules, ResolvedClient
+from strongroom.core.policy.forwarded import ClientResolver, ResolvedClient
+from strongroom.core.policy.network import NetworkRules
 from strongroom.core.types import Clock
 from strongroom.entrypoints.http import problems
 from strongroom.errors import AuditUnavailableError, ForbiddenError, StrongroomError
