@@ -16,8 +16,9 @@ Per configuration: start the server (``taskset -c 0``), poll ``GET /v2/health/re
 smoke request (must be 200 with outputs), run wrk once to warm up, then once to measure
 (``taskset -c 1 wrk -t1 -cN -dS --latency``). Results: a table, PASS/MISS for the issue's
 targets ((b),(c) >= 70% of (a)'s requests/s and <= +2 ms p99; (b) >= 5x (e); (b) >= 90% of
-(f)) and a JSON file in bench/results/. It is a measurement, not a test: the exit code is 0 whatever the verdicts
-(2 when a required tool such as wrk is missing). Run: make bench-server (see bench/README.md).
+(f)) and a JSON file in bench/results/. It is a measurement, not a test: the exit code is 0
+whatever the verdicts (2 when a required tool such as wrk is missing). Run: make bench-server
+(see bench/README.md).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -148,7 +148,6 @@ class Case:
     name: str
     body: bytes
     content_type: str | None
-    extra_headers: tuple[tuple[str, str], ...] = ()
     non_finite: bool = False
     """The body carries a NaN or an infinity (or a number that overflows to one)."""
 
@@ -180,6 +179,8 @@ def _sample(op: Operation) -> dict[str, Any]:
         "setPassword": {"password": "a new long password 1"},
         "login": {"user": "malformed-all", "password": "wrong password here"},
         "stepUp": {"totp": "123456"},
+        "setPrincipalLimits": {"max_concurrent": 4, "rate": {"per_second": 1.5, "burst": 2}},
+        "setModelLimits": {"max_concurrent": 4, "rate": {"per_second": 1.5, "burst": 2}},
     }
     return samples.get(op.operation_id, {"value": 1})
 
@@ -214,12 +215,14 @@ def _with_number(op: Operation, sample: dict[str, Any], token: str) -> bytes:
     tensor for ``/infer``, the first member's value elsewhere."""
     if op in INFER_OPERATIONS:
         data = ",".join([token, *["0.5"] * (N_FEATURES - 1)])
-        return _dumps_with_duplicate(sample, None).replace(
-            ",".join(["0.5"] * N_FEATURES), data
-        ).encode()
+        compact = json.dumps(sample, separators=(",", ":"))
+        return compact.replace(",".join(["0.5"] * N_FEATURES), data).encode()
     first = next(iter(sample))
     rest = {k: v for k, v in sample.items() if k != first}
-    members = [f"{json.dumps(first)}:{token}", *(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in rest.items())]
+    members = [
+        f"{json.dumps(first)}:{token}",
+        *(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in rest.items()),
+    ]
     return ("{" + ",".join(members) + "}").encode()
 
 
@@ -233,8 +236,16 @@ def _json_cases(op: Operation) -> list[Case]:
     cases += [
         Case("number -0.0", _with_number(op, sample, "-0.0"), JSON),
         Case("duplicate member", _dumps_with_duplicate(sample, sample).encode(), JSON),
-        Case("duplicate member, first value kept", valid[:-1] + b',"' + next(iter(sample)).encode() + b'":null}', JSON),
-        Case("duplicate member, nested", _dumps_with_duplicate(sample, _nested_object(sample) or sample).encode(), JSON),
+        Case(
+            "duplicate member, first value kept",
+            valid[:-1] + b',"' + next(iter(sample)).encode() + b'":null}',
+            JSON,
+        ),
+        Case(
+            "duplicate member, nested",
+            _dumps_with_duplicate(sample, _nested_object(sample) or sample).encode(),
+            JSON,
+        ),
         Case("UTF-8 BOM", b"\xef\xbb\xbf" + valid, JSON),
         Case("charset latin-1", valid, JSON + "; charset=latin-1"),
         Case("charset utf-16", valid.decode().encode("utf-16"), JSON + "; charset=utf-16"),
@@ -254,9 +265,13 @@ def _json_cases(op: Operation) -> list[Case]:
 
 def _multipart(content: bytes) -> bytes:
     return (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="artifact"; filename="m.onnx"'
-        f"\r\n\r\n"
-    ).encode() + content + f"\r\n--{BOUNDARY}--\r\n".encode()
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="artifact"; filename="m.onnx"'
+            f"\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 def _raw_bodies() -> list[tuple[str, bytes, bool]]:
@@ -269,7 +284,11 @@ def _raw_bodies() -> list[tuple[str, bytes, bool]]:
         (f"arrays nested {DEPTH} deep", b"[" * DEPTH + b"]" * DEPTH, False),
         (f"objects nested {DEPTH} deep", b'{"a":' * DEPTH + b"1" + b"}" * DEPTH, False),
         ("a million elements", b"[" + b"0," * (MILLION - 1) + b"0]", False),
-        ("a million elements, over the body limit", b"[" + b"1e-05," * (MILLION - 1) + b"0]", False),
+        (
+            "a million elements, over the body limit",
+            b"[" + b"1e-05," * (MILLION - 1) + b"0]",
+            False,
+        ),
         ("invalid UTF-8", b'{"value": "\xff\xfe\xfd"}', False),
         ("overlong UTF-8 (/)", b'{"value": "\xc0\xaf"}', False),
         ("overlong UTF-8 (NUL)", b'{"value": "\xc0\x80"}', False),
@@ -285,7 +304,11 @@ def _raw_bodies() -> list[tuple[str, bytes, bool]]:
         ("whitespace only", b" \t\r\n ", False),
         ("truncated", b'{"value": [1, 2', False),
         ("trailing garbage", b'{"value": 1}}', False),
-        ("form pairs repeated", b"grant_type=client_credentials&grant_type=client_credentials", False),
+        (
+            "form pairs repeated",
+            b"grant_type=client_credentials&grant_type=client_credentials",
+            False,
+        ),
         ("form a million pairs", b"a=1&" * (MILLION // 4), False),
         ("form percent NUL and invalid UTF-8", b"grant_type=%00&scope=%ff%fe", False),
     ]
@@ -345,12 +368,8 @@ SIGNALLING_NAN = struct.pack("<I", 0x7F800001) + _fp32()[4:]
 @dataclass
 class Tally:
     sent: int = 0
-    statuses: Counter[int] = None  # type: ignore[assignment]
-    failures: list[str] = None  # type: ignore[assignment]
-
-    def __post_init__(self) -> None:
-        self.statuses = Counter()
-        self.failures = []
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         histogram = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
@@ -361,7 +380,6 @@ def _send(live: LiveApp, op: Operation, credentials: Credentials, case: Case) ->
     headers = dict(_headers(op, credentials))
     if case.content_type is not None:
         headers["content-type"] = case.content_type
-    headers.update(case.extra_headers)
     return live.request(
         op.method, _path(op, credentials), content=case.body, headers=headers, timeout=30
     )
@@ -405,6 +423,7 @@ def test_malformed_bodies_never_get_a_server_error(
                 minus_zero.append(response.status_code)
     elapsed = time.monotonic() - started
     summary = f"{tally.summary()} over {len(BODY_OPERATIONS)} routes in {elapsed:.1f} s"
+    print(summary)  # shown with -rP: the totals of the run
     assert not tally.failures, f"{summary}\n" + "\n".join(tally.failures[:40])
     assert tally.statuses[200] == len(minus_zero), summary  # only -0.0 (a valid number) passes
     assert minus_zero == [200] * len(INFER_OPERATIONS), f"-0.0 is a valid number: {summary}"
@@ -427,7 +446,10 @@ def test_binary_tensors_with_non_finite_values_are_refused(
     body, headers = _binary_infer(values)
     for op in INFER_OPERATIONS:
         response = live.request(
-            "POST", _path(op, credentials), content=body, headers={**headers, **bearer(credentials.session)}
+            "POST",
+            _path(op, credentials),
+            content=body,
+            headers={**headers, **bearer(credentials.session)},
         )
         assert response.status_code == 400, f"{name} via {op.path}: {response.text}"
         assert response.headers["content-type"] == PROBLEM
@@ -444,7 +466,9 @@ def test_binary_tensors_with_finite_values_are_served(
         request_headers = {**headers, **bearer(credentials.session)}
         if content_type is None:
             del request_headers["content-type"]  # tritonclient (geventhttpclient) sends none
-        response = live.request("POST", "/v2/models/fraud/infer", content=body, headers=request_headers)
+        response = live.request(
+            "POST", "/v2/models/fraud/infer", content=body, headers=request_headers
+        )
         assert response.status_code == 200, response.text
     assert spy.calls >= 2 and spy.non_finite == 0
 

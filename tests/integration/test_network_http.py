@@ -82,7 +82,7 @@ def _header_safe(text: str) -> bool:
     trailing blanks (HTTP strips those, so the server sees another form, tested on its own)."""
     return (
         not any(c in text for c in "\r\n\x00")
-        and all(ord(c) < 256 for c in text)  # noqa: PLR2004
+        and all(ord(c) < 256 for c in text)
         and text == text.strip(" \t")
     )
 

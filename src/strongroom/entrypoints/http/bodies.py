@@ -5,11 +5,11 @@ Invariants:
 * A JSON body must say ``Content-Type: application/json`` (a ``charset`` parameter, if any,
   must be UTF-8); anything else is ``UnsupportedMediaTypeError`` (415), decided before the
   body is read.
-* A JSON body is strict JSON before pydantic sees it: UTF-8 without a byte order mark, no
-  ``NaN``/``Infinity`` tokens nor numbers too large for a float (``1e400``), no member name
-  given twice in an object (pydantic's parser keeps the last one silently, where another
-  parser in front of the server might have kept the first) and no NUL character in a string
-  (PostgreSQL cannot store one). Each is a 400.
+* A JSON body is strict JSON: UTF-8 without a byte order mark, no ``NaN``/``Infinity`` tokens
+  nor numbers too large for a float (``1e400``), no member name given twice in an object
+  (pydantic's parser keeps the last one silently, where another parser in front of the server
+  might have kept the first) and no NUL character in a string (PostgreSQL cannot store one).
+  Each is a 400, from pydantic where it refuses it, else from ``check_strict_json``.
 * A body or query string that does not validate is an ``InvalidInputError`` (400) whose message
   lists each failing field's location and pydantic's description of the rule it broke, never
   the value sent: a password in a malformed body must not come back in the error, nor go to
@@ -141,15 +141,17 @@ def check_strict_json(body: bytes) -> None:
 
 
 async def read_json(request: Request, model: type[M]) -> M:
-    """The body as ``model``: 415 unless it is JSON, 400 unless it is strict JSON and
-    validates."""
+    """The body as ``model``: 415 unless it is JSON, 400 unless it validates and is strict
+    JSON. Pydantic judges first (its messages name the failing field), then the strict parse
+    refuses what pydantic lets through: duplicate member names and NUL characters."""
     require_media_type(request, JSON)
     body = await request.body()
-    check_strict_json(body)
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as exc:
         raise invalid_input(exc) from None
+    check_strict_json(body)
+    return parsed
 
 
 def read_query(request: Request, model: type[M]) -> M:

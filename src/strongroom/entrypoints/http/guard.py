@@ -403,7 +403,6 @@ class _Exchange:
             details=details,
         )
 
-
     def client_address(self, details: dict[str, DetailValue]) -> str | None:
         """The address the record names: the resolved client (and, when a proxy named it, the
         proxy as ``peer``), else the raw transport peer (e.g. a form the resolver refused)."""

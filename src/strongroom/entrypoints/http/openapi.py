@@ -130,6 +130,14 @@ _ERRORS: Final[Mapping[int, tuple[str, str, tuple[str, ...]]]] = {
     413: ("ContentTooLarge", "The body (or one of its parts) exceeds its limit.", ()),
     415: ("UnsupportedMediaType", "The body is not of the media type the operation takes.", ()),
     422: ("UnprocessableContent", "A signature did not verify.", ()),
+    429: (
+        "TooManyRequests",
+        (
+            "A rate limit or quota was exceeded, or too many failed attempts: retry after "
+            "`Retry-After` seconds."
+        ),
+        ("Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"),
+    ),
     500: ("InternalError", "Internal error (no details are ever given).", ()),
     503: (
         "Unavailable",
@@ -144,6 +152,9 @@ _HEADERS: Final[Mapping[str, str]] = {
     "WWW-Authenticate": "Bearer challenge (RFC 6750, RFC 9470).",
     "Allow": "The methods the path accepts.",
     "Retry-After": "Seconds to wait before retrying.",
+    "RateLimit-Limit": "The limit that refused the request (requests in its window).",
+    "RateLimit-Remaining": "Requests left in the window (0 when refused).",
+    "RateLimit-Reset": "Seconds until the window has room again.",
     "Location": "The URL of the created resource.",
     "Inference-Header-Content-Length": "Length of the JSON part before binary tensors.",
 }

@@ -33,6 +33,7 @@ from strongroom.core.audit.ports import MAX_READ_LIMIT
 from strongroom.core.audit.record import MAX_SAFE_INTEGER
 from strongroom.core.identity.passwords import MIN_PASSWORD_LENGTH
 from strongroom.core.identity.principal import MAX_GRANTS, MAX_NETWORKS, PrincipalKind, Role
+from strongroom.core.registry.formats import ModelFormat
 from strongroom.core.registry.model import MAX_REASON_LENGTH, Stage
 
 PRINCIPAL_ID_PATTERN: Final = r"^(user|svc):[A-Za-z0-9][A-Za-z0-9._@+=:|-]{0,127}$"
@@ -48,7 +49,8 @@ REASON_PATTERN: Final = r"^[^\x00-\x1f]*[^\s\x00-\x1f\x85][^\x00-\x1f]*$"
 """What ``check_reason`` accepts, or slightly less: no control character below U+0020 and at
 least one character that is not white space."""
 RFC3339_PATTERN: Final = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 MAX_PASSWORD_CHARS: Final = 1024
 MAX_ROTATION_GRACE_S: Final = 30 * 24 * 3600
@@ -86,9 +88,7 @@ def _rfc3339(value: object) -> object:
     return value
 
 
-Reason = Annotated[
-    str, Field(min_length=1, max_length=MAX_REASON_LENGTH, pattern=REASON_PATTERN)
-]
+Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON_LENGTH, pattern=REASON_PATTERN)]
 Description = Annotated[str, Field(max_length=256, pattern=NO_CONTROL_PATTERN)]
 QueryTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 NetworkText = Annotated[str, Field(max_length=64), AfterValidator(_network)]
@@ -204,10 +204,14 @@ class PublishForm(BaseModel):
     card: str | None = Field(
         None, description="Model card JSON (owner, description, training_data, metrics)."
     )
-    format: str | None = Field(None, description="Declared format (else detected).")
-    primary: str | None = Field(None, description="The model file inside an archive.")
+    format: ModelFormat | None = Field(None, description="Declared format (else detected).")
+    primary: str | None = Field(
+        None, description="The model file inside an archive (at most 1024 bytes of UTF-8)."
+    )
     trusted_type: list[str] | None = Field(
-        None, description="skops: a type the model may load (repeat the part for several)."
+        None,
+        description="skops: a type the model may load (repeat the part for several; at most "
+        "256 parts of 256 bytes of UTF-8 each).",
     )
 
 
