@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
@@ -56,6 +56,8 @@ from strongroom.core.policy.overrides import SubjectKind as Kind
 from strongroom.errors import InvalidInputError, RateCounterUnavailableError, RateLimitedError
 
 MAX_BLOCKED_ADDRESSES: Final = 65_536
+MAX_CACHED_CHECKS: Final = 65_536
+_FOREVER: Final = 2**62
 OUTAGE_LOG_INTERVAL_S: Final = 10.0
 _LOG: Final = logging.getLogger("strongroom.limits")
 
@@ -109,6 +111,7 @@ class RequestLimits:
         self._now_us = now_us
         self._inference_outage = inference_outage
         self._snapshot = _EMPTY
+        self._checks: dict[tuple[str, str | None], tuple[tuple[Check, ...], int]] = {}
         self._blocked: OrderedDict[Address, int] = OrderedDict()
         self._blocked_lock = threading.Lock()
         self._last_outage_log = 0.0
@@ -138,6 +141,7 @@ class RequestLimits:
         self._snapshot = _Snapshot(
             MappingProxyType(principals), MappingProxyType(models), MappingProxyType(deny)
         )
+        self._checks = {}  # built from the old snapshot
         return stored
 
     def put_override(self, override: GuardOverride) -> None:
@@ -169,8 +173,24 @@ class RequestLimits:
 
     # --- authenticated requests -----------------------------------------------------------------
 
-    def checks(self, principal: str, model: str | None, now_us: int) -> list[Check]:
-        """Every check a request of ``principal`` (a prediction on ``model``, if given) passes."""
+    def checks(self, principal: str, model: str | None, now_us: int) -> tuple[Check, ...]:
+        """Every check a request of ``principal`` (a prediction on ``model``, if given) passes.
+
+        Built once per (principal, model) and kept until a quota window ends or the overrides
+        change: the checks are the same for every request in between."""
+        key = (principal, model)
+        cached = self._checks.get(key)
+        if cached is not None and now_us < cached[1]:
+            return cached[0]
+        built = tuple(self._build_checks(principal, model, now_us))
+        until = min((c.expires_us for c in built if isinstance(c.rule, Quota)), default=_FOREVER)
+        checks = self._checks
+        if len(checks) >= MAX_CACHED_CHECKS:
+            checks.clear()
+        checks[key] = (built, until)
+        return built
+
+    def _build_checks(self, principal: str, model: str | None, now_us: int) -> list[Check]:
         defaults, snapshot = self._defaults, self._snapshot
         own = snapshot.principals.get(principal, _NO_POLICY)
         checks: list[Check] = []
@@ -202,7 +222,7 @@ class RequestLimits:
             raise _limited(verdict)
         return verdict
 
-    async def _take(self, checks: list[Check], now: int, *, local_allowed: bool) -> Verdict:
+    async def _take(self, checks: Sequence[Check], now: int, *, local_allowed: bool) -> Verdict:
         try:
             return await self._counter.take(checks, now)
         except RateCounterUnavailableError:
