@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from strongroom.errors import InvalidInputError
 
@@ -177,9 +177,11 @@ UNLIMITED: Final = Verdict(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One check's result: whether it passes, and the state to store if the request is admitted."""
+class Step(NamedTuple):
+    """One check's result: whether it passes, and the state to store if the request is admitted.
+
+    A named tuple, not a frozen dataclass: several are made per request, and a tuple is built
+    in a fraction of the time."""
 
     allowed: bool
     state: int
