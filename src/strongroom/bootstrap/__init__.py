@@ -84,7 +84,7 @@ class Container:
     """Record admin and CLI actions with ``audit.record(event)``; close it when done."""
 
 
-def _scheme(url: str) -> str:
+def url_scheme(url: str) -> str:
     return urlsplit(url).scheme.lower()
 
 
@@ -104,7 +104,7 @@ def _local_path(url: str, schemes: frozenset[str], what: str) -> Path:
 
 
 def build_metadata_store(settings: Settings) -> MetadataStore:
-    if _scheme(settings.metadata_url) not in SQL_SCHEMES:
+    if url_scheme(settings.metadata_url) not in SQL_SCHEMES:
         raise ConfigurationError(
             "unsupported metadata_url scheme",
             hint="use sqlite:///path/registry.db or postgresql://user@host/db",
@@ -183,7 +183,7 @@ def _under_home(settings: Settings, path: Path | None) -> Path:
 
 
 def build_audit_store(settings: Settings) -> SqlAuditStore:
-    if _scheme(settings.audit_url) not in SQL_SCHEMES:
+    if url_scheme(settings.audit_url) not in SQL_SCHEMES:
         raise ConfigurationError(
             "unsupported audit_url scheme",
             hint="use sqlite:///path/registry.db or postgresql://user@host/db",
@@ -524,7 +524,7 @@ def roles_from_token_issuers(settings: Settings) -> frozenset[str]:
 
 
 def identity_store_is_remote(settings: Settings) -> bool:
-    return _scheme(settings.metadata_url) != "sqlite"
+    return url_scheme(settings.metadata_url) != "sqlite"
 
 
 # --- identity and access --------------------------------------------------------------------------
@@ -537,13 +537,13 @@ def credential_epoch_path(settings: Settings) -> Path:
 
 def build_credential_epoch(settings: Settings) -> CredentialEpoch:
     """A file on one host for SQLite; the database itself for PostgreSQL (several hosts)."""
-    if _scheme(settings.metadata_url) == "sqlite":
+    if url_scheme(settings.metadata_url) == "sqlite":
         return FileCredentialEpoch(credential_epoch_path(settings))
     return SqlCredentialEpoch(settings.metadata_url)
 
 
 def build_identity_store(settings: Settings) -> SqlIdentityStore:
-    if _scheme(settings.metadata_url) not in SQL_SCHEMES:
+    if url_scheme(settings.metadata_url) not in SQL_SCHEMES:
         raise ConfigurationError(
             "unsupported metadata_url scheme",
             hint="use sqlite:///path/registry.db or postgresql://user@host/db",
@@ -572,7 +572,7 @@ def initialise_identity(settings: Settings) -> None:
         store.migrate()
     finally:
         store.close()
-    if _scheme(settings.metadata_url) == "sqlite":
+    if url_scheme(settings.metadata_url) == "sqlite":
         FileCredentialEpoch(credential_epoch_path(settings)).close()
 
 

@@ -11,6 +11,7 @@ from typing import Final
 
 from strongroom.adapters.ratelimit.memory import MemoryRateCounter
 from strongroom.adapters.storage.guard_sql import SqlGuardOverrideStore
+from strongroom.bootstrap import SQL_SCHEMES, url_scheme
 from strongroom.config import LimitSettings, QuotaSettings, RateSettings, Settings
 from strongroom.core.policy.forwarded import ClientResolver
 from strongroom.core.policy.limits import Quota, QuotaPeriod, Rate, RateCounter
@@ -19,14 +20,13 @@ from strongroom.errors import ConfigurationError, InvalidInputError, MissingExtr
 from strongroom.services.request_limits import LimitDefaults, OutagePolicy, RequestLimits
 
 REDIS_SCHEMES: Final = frozenset({"redis", "rediss"})
-SQL_SCHEMES: Final = frozenset({"sqlite", "postgresql", "postgresql+psycopg", "postgres"})
 
 
 def build_guard_override_store(settings: Settings) -> SqlGuardOverrideStore:
     """Per-model and per-principal guard overrides, in the metadata database so that every
     worker and replica applies the same ones (table from migration 0004, which ``initialise``
     and every ``migrate()`` run). The concrete store, so that its owner can ``close`` it."""
-    if settings.metadata_url.partition(":")[0].lower() not in SQL_SCHEMES:
+    if url_scheme(settings.metadata_url) not in SQL_SCHEMES:
         raise ConfigurationError(
             "unsupported metadata_url scheme",
             hint="use sqlite:///path/registry.db or postgresql://user@host/db",
@@ -38,8 +38,7 @@ def build_rate_counter(settings: Settings) -> RateCounter:
     url = settings.rate_limit_url
     if not url:
         return MemoryRateCounter()
-    scheme = url.partition(":")[0].lower()
-    if scheme not in REDIS_SCHEMES:
+    if url_scheme(url) not in REDIS_SCHEMES:
         raise ConfigurationError("rate_limit_url must be empty, redis://... or rediss://...")
     try:
         from strongroom.adapters.ratelimit.redis import RedisRateCounter  # noqa: PLC0415

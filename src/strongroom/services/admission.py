@@ -48,7 +48,9 @@ class Admission:
 def _enter(counts: dict[str, int], key: str, bound: int) -> Callable[[], None]:
     current = counts.get(key, 0)
     if current >= bound:
-        raise OverloadedError("too many requests in progress; retry later", retry_after_s=1)
+        raise OverloadedError(
+            "too many requests in progress; retry later", retry_after_s=RETRY_AFTER_S
+        )
     counts[key] = current + 1
     released = False
 

@@ -256,14 +256,16 @@ class RequestLimits:
             with self._blocked_lock:
                 self._blocked.pop(address, None)
             return
-        rule = self._defaults.address
-        raise RateLimitedError(
-            Scope.ADDRESS.value,
-            retry_after_s=max(1, -(-(until - now) // 1_000_000)),
-            limit=rule.burst,
+        left = until - now
+        blocked = Verdict(
+            allowed=False,
+            scope=Scope.ADDRESS,
+            limit=self._defaults.address.burst,
             remaining=0,
-            reset_s=-(-(until - now) // 1_000_000),
+            reset_us=left,
+            retry_after_us=left,
         )
+        raise _limited(blocked)
 
     async def charge_address(self, address: Address | None) -> None:
         """Count one unauthenticated attempt from ``address``; 429 once it has run out."""
